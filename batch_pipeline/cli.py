@@ -1,0 +1,55 @@
+"""The `batch-pipeline` command: one sub-command per job, each implemented where its logic lives.
+
+Each sub-command module offers `add_arguments(parser)` and `run(args) -> int`; this file only
+wires them, imports them lazily (so `--help` is fast) and turns expected failures into one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# name -> (module implementing it, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "emulator": ("batch_pipeline.emulator.cli", "run the local Bifrost-compatible gateway"),
+    "validate": ("batch_pipeline.inputs.cli", "check input files; report FILE:LINE: reason"),
+    "results-to-parquet": (
+        "batch_pipeline.results.cli",
+        "convert provider result files to results.parquet and errors.parquet",
+    ),
+    "run": ("batch_pipeline.runner", "run the whole pipeline over FILE... in the foreground"),
+    "demo": ("batch_pipeline.demo", "run the pipeline over the samples on the embedded gateway"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="batch-pipeline",
+        description="Turn JSONL files of LLM requests into Parquet results and errors "
+        "through a Bifrost gateway's batch API.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        cmd = sub.add_parser(name, help=help_text, description=module.__doc__)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("batch-pipeline: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
