@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 .PHONY: venv demo test test-fast lint format ui emulator bench clean
 
@@ -15,6 +14,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+demo: export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 demo: $(STAMP)
 	$(BIN)/batch-pipeline demo
 
@@ -32,8 +32,8 @@ test: lint
 test-fast: lint
 	$(BIN)/python -m pytest -q -m 'not slow'
 
+ui: export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 ui: $(STAMP)
-	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/batch-pipeline ui
 
 emulator: $(STAMP)

@@ -46,7 +46,10 @@ class ProviderTraits(BaseModel):
 
     def custom_id_allowed(self, custom_id: str) -> bool:
         """True when the provider accepts this custom_id (Anthropic restricts the alphabet)."""
-        return self.custom_id_pattern is None or re.fullmatch(self.custom_id_pattern, custom_id) is not None
+        return (
+            self.custom_id_pattern is None
+            or re.fullmatch(self.custom_id_pattern, custom_id) is not None
+        )
 
 
 PROVIDERS: dict[str, ProviderTraits] = {

@@ -1,0 +1,120 @@
+"""The crash-safe record of what was submitted: one JSON file per input file.
+
+The record of a shard is written *before* a batch create (state `creating`: the intent) and
+right after it (state `submitted`, with the batch id), each time atomically and under a lock,
+so a crash at any point leaves either no intent, an intent to reconcile, or the batch id:
+never a second batch for the same shard.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from batch_pipeline.layout import atomic_write
+
+ShardState = Literal["pending", "creating", "submitted"]
+
+
+class ShardRecord(BaseModel):
+    """One shard of an input file and, once created, its batch."""
+
+    shard_id: str
+    provider: str
+    model: str
+    endpoint: str
+    request_count: int
+    bytes: int
+    state: ShardState = "pending"
+    input_file_id: str | None = None
+    intent_at: float | None = None
+    batch_id: str | None = None
+    created_at: float | None = None
+    status: str | None = None
+    terminal: bool = False
+    request_counts: dict[str, int] = Field(default_factory=dict)
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    expires_at: float | None = None
+    batch_errors: list[dict[str, Any]] = Field(default_factory=list)
+    polled_at: float | None = None
+
+    @property
+    def in_flight(self) -> bool:
+        return self.batch_id is not None and not self.terminal
+
+
+class Manifest(BaseModel):
+    """Every shard of one input file, keyed by shard id, in plan order."""
+
+    version: int = 1
+    input_file: str
+    input_sha256: str
+    shards: dict[str, ShardRecord] = Field(default_factory=dict)
+    updated_at: float | None = None
+
+    @property
+    def batch_ids(self) -> list[str]:
+        return [s.batch_id for s in self.shards.values() if s.batch_id]
+
+    @property
+    def all_terminal(self) -> bool:
+        return bool(self.shards) and all(s.batch_id and s.terminal for s in self.shards.values())
+
+
+class ManifestStore:
+    """Reads and updates manifests in `data/batches/`; updates are locked and atomic."""
+
+    def __init__(self, batches_dir: Path) -> None:
+        self.dir = batches_dir
+
+    def path(self, name: str) -> Path:
+        return self.dir / f"{name}.json"
+
+    def load(self, name: str) -> Manifest | None:
+        path = self.path(name)
+        if not path.exists():
+            return None
+        return Manifest.model_validate_json(path.read_bytes())
+
+    def names(self) -> list[str]:
+        """Names of every input file that has a manifest."""
+        if not self.dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.dir.glob("*.json") if not p.name.startswith("."))
+
+    @contextmanager
+    def update(self, name: str, *, input_sha256: str | None = None) -> Iterator[Manifest]:
+        """Lock, load (or start) the manifest, let the caller change it, save it atomically."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / f".{name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                manifest = self.load(name)
+                if manifest is None:
+                    if input_sha256 is None:
+                        raise FileNotFoundError(f"{self.path(name)}: no manifest")
+                    manifest = Manifest(input_file=name, input_sha256=input_sha256)
+                yield manifest
+                self._save(manifest)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def record(self, name: str, shard_id: str, **changes: Any) -> ShardRecord:
+        """Apply `changes` to one shard's record and persist them before returning."""
+        with self.update(name) as manifest:
+            record = manifest.shards[shard_id]
+            for key, value in changes.items():
+                setattr(record, key, value)
+            return record.model_copy()
+
+    def _save(self, manifest: Manifest) -> None:
+        manifest.updated_at = time.time()
+        with atomic_write(self.path(manifest.input_file)) as handle:
+            handle.write(manifest.model_dump_json(indent=1).encode())
