@@ -1,0 +1,96 @@
+"""Resources: the gateway connection (URL and key from the environment) and pipeline settings."""
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from batch_pipeline.gateway import BifrostClient, Timeouts
+from batch_pipeline.inputs import InputOptions
+from batch_pipeline.layout import DataLayout
+from batch_pipeline.manifest import ManifestStore
+
+
+class GatewayResource(dg.ConfigurableResource):
+    """A Bifrost gateway. The key is resolved at launch from the environment, never shown."""
+
+    base_url: str = Field(description="Gateway base URL, e.g. http://localhost:8080")
+    api_key: str = Field(default="", description="Bearer key; empty sends none")
+    virtual_key: str = Field(default="", description="Bifrost virtual key (x-bf-vk); optional")
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    max_retry_seconds: float = 60.0
+    ca_bundle: str = Field(default="", description="CA bundle path for TLS; empty: system CAs")
+    allow_insecure_http: bool = Field(
+        default=False, description="Allow plain http to a host that is not loopback"
+    )
+
+    @contextmanager
+    def client(self) -> Iterator[BifrostClient]:
+        """An open client for the duration of the block."""
+        with BifrostClient(
+            self.base_url,
+            api_key=self.api_key or None,
+            virtual_key=self.virtual_key or None,
+            timeouts=Timeouts(connect=self.connect_timeout, read=self.read_timeout),
+            max_retry_seconds=self.max_retry_seconds,
+            verify=self.ca_bundle or True,
+            allow_insecure_http=self.allow_insecure_http,
+        ) as client:
+            yield client
+
+
+class PipelineSettings(dg.ConfigurableResource):
+    """Where data lives and how input files are validated, submitted and polled."""
+
+    data_root: str = Field(default="data", description="Root of inbox/, staging/, results/ ...")
+    default_provider: str = Field(
+        default="", description="Provider for models given without a `provider/` prefix"
+    )
+    on_invalid: Literal["reject", "skip"] = Field(
+        default="reject",
+        description="reject: a file with any invalid line is not submitted; skip: bad lines "
+        "become stage=input error rows and the rest is submitted",
+    )
+    completion_window: str = "24h"
+    max_polls_per_tick: int = Field(default=500, description="Batches retrieved per sensor tick")
+    max_collect_attempts: int = Field(default=5, description="Collect runs requested per file")
+    inbox_settle_seconds: float = Field(
+        default=2.0, description="An inbox file must be unchanged this long before it is taken"
+    )
+
+    def layout(self) -> DataLayout:
+        return DataLayout.at(self.data_root)
+
+    def store(self) -> ManifestStore:
+        return ManifestStore(self.layout().root / "batches")
+
+    def input_options(self) -> InputOptions:
+        return InputOptions(
+            default_provider=self.default_provider or None, on_invalid=self.on_invalid
+        )
+
+
+def _from_env(name: str, default: str) -> str:
+    """An EnvVar (resolved at launch, hidden in the UI) when set, else the default."""
+    return dg.EnvVar(name) if name in os.environ else default
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(
+        resources={
+            "gateway": GatewayResource(
+                base_url=_from_env("BIFROST_BASE_URL", "http://localhost:8080"),
+                api_key=_from_env("BIFROST_API_KEY", ""),
+                virtual_key=_from_env("BIFROST_VIRTUAL_KEY", ""),
+            ),
+            "pipeline": PipelineSettings(
+                data_root=_from_env("BATCH_PIPELINE_DATA_ROOT", "data"),
+                default_provider=_from_env("BATCH_PIPELINE_DEFAULT_PROVIDER", ""),
+            ),
+        }
+    )

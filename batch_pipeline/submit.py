@@ -1,0 +1,272 @@
+"""Submitting an input file's shards exactly once: upload, record intent, create, record the id.
+
+A create is never retried blindly. Its outcome is either known (an id, or a refusal the gateway
+answered with a 4xx: nothing was created) or unknown (timeout, connection drop, 5xx). An unknown
+outcome is reconciled through the gateway by the shard id carried in the batch metadata; where
+the provider keeps no metadata, or the batch cannot be found yet, submission stops with a clear
+message instead of risking a second batch (and a second bill).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+
+from batch_pipeline.gateway import (
+    BatchView,
+    BifrostClient,
+    GatewayConnectionError,
+    GatewayError,
+    GatewayStatusError,
+    GatewayTimeoutError,
+    RateLimitError,
+)
+from batch_pipeline.inputs import InputPlan, Shard
+from batch_pipeline.manifest import ManifestStore, ShardRecord
+from batch_pipeline.providers import provider_traits
+
+log = logging.getLogger(__name__)
+
+SHARD_KEY = "bp_shard"
+INPUT_KEY = "bp_input"
+# A 429 on create is a refusal (nothing was created), so waiting and asking again is safe.
+MAX_RATE_LIMIT_WAIT_SECONDS = 120.0
+
+
+class SubmissionError(Exception):
+    """Submission stopped; the message says why and what to do."""
+
+
+class SubmissionUncertain(SubmissionError):
+    """A create may or may not have made a batch; submitting again could pay twice."""
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    shard_id: str
+    batch_id: str
+    reused: bool
+
+
+def submit_plan(
+    client: BifrostClient,
+    store: ManifestStore,
+    plan: InputPlan,
+    *,
+    completion_window: str = "24h",
+    assume_not_created: Collection[str] = (),
+    adopt: Mapping[str, str] | None = None,
+    before_create: Callable[[Shard], None] | None = None,
+) -> list[SubmitOutcome]:
+    """Make sure every shard of `plan` has exactly one batch; reuse the ones it already has.
+
+    `assume_not_created` and `adopt` (shard id -> batch id) resolve an uncertain create by hand.
+    `before_create` runs right before each create (e.g. a budget or queue gate).
+    """
+    _register(store, plan)
+    outcomes = []
+    for shard in plan.shards:
+        outcomes.append(
+            _submit_shard(
+                client,
+                store,
+                plan.input_name,
+                shard,
+                completion_window=completion_window,
+                assume_not_created=shard.shard_id in assume_not_created,
+                adopted=(adopt or {}).get(shard.shard_id),
+                before_create=before_create,
+            )
+        )
+    return outcomes
+
+
+def _register(store: ManifestStore, plan: InputPlan) -> None:
+    """Add the plan's shards to the manifest; refuse if the file changed after submitting."""
+    with store.update(plan.input_name, input_sha256=plan.input_sha256) as manifest:
+        submitted = [s for s in manifest.shards.values() if s.state != "pending"]
+        if manifest.input_sha256 != plan.input_sha256 and submitted:
+            raise SubmissionError(
+                f"{plan.input_name}: the input file changed after its batches were submitted; "
+                "submit the new content under a new file name"
+            )
+        planned = {s.shard_id for s in plan.shards}
+        stray = [s.shard_id for s in submitted if s.shard_id not in planned]
+        if stray:
+            raise SubmissionError(
+                f"{plan.input_name}: shards {', '.join(stray)} were submitted under other "
+                "sharding settings; restore them or submit under a new file name"
+            )
+        manifest.input_sha256 = plan.input_sha256
+        manifest.shards = {
+            s.shard_id: manifest.shards.get(s.shard_id) or _new_record(s) for s in plan.shards
+        }
+
+
+def _new_record(shard: Shard) -> ShardRecord:
+    return ShardRecord(
+        shard_id=shard.shard_id,
+        provider=shard.provider,
+        model=shard.model,
+        endpoint=shard.endpoint,
+        request_count=shard.request_count,
+        bytes=shard.bytes,
+    )
+
+
+def _submit_shard(
+    client: BifrostClient,
+    store: ManifestStore,
+    name: str,
+    shard: Shard,
+    *,
+    completion_window: str,
+    assume_not_created: bool,
+    adopted: str | None,
+    before_create: Callable[[Shard], None] | None,
+) -> SubmitOutcome:
+    manifest = store.load(name)
+    assert manifest is not None
+    record = manifest.shards[shard.shard_id]
+    if record.batch_id:
+        return SubmitOutcome(shard.shard_id, record.batch_id, reused=True)
+    if adopted:
+        batch = client.retrieve_batch(adopted, provider=shard.provider)
+        _record_batch(store, name, shard.shard_id, BatchView.of(batch, shard.provider))
+        return SubmitOutcome(shard.shard_id, adopted, reused=True)
+    if record.state == "creating" and not assume_not_created:
+        found = _reconcile(client, name, record)
+        if found is not None:
+            _record_batch(store, name, shard.shard_id, found)
+            return SubmitOutcome(shard.shard_id, found.id, reused=True)
+        log.info("%s: shard %s has no batch at the gateway; creating it", name, shard.shard_id)
+
+    traits = provider_traits(shard.provider)
+    input_file_id = record.input_file_id
+    if traits.submit_mode == "file" and not input_file_id:
+        uploaded = client.upload_file(shard.path, provider=shard.provider)
+        input_file_id = uploaded.id
+        store.record(name, shard.shard_id, input_file_id=input_file_id)
+    if before_create is not None:
+        before_create(shard)
+
+    store.record(name, shard.shard_id, state="creating", intent_at=time.time())
+    try:
+        created = _create(client, name, shard, input_file_id, completion_window)
+    except GatewayStatusError as exc:
+        if exc.status_code < 500:
+            store.record(name, shard.shard_id, state="pending", intent_at=None)
+            raise SubmissionError(f"{name}: shard {shard.shard_id} refused: {exc}") from None
+        raise _uncertain(client, store, name, shard, exc) from None
+    except (GatewayTimeoutError, GatewayConnectionError) as exc:
+        if not exc.request_sent:
+            store.record(name, shard.shard_id, state="pending", intent_at=None)
+            raise SubmissionError(f"{name}: shard {shard.shard_id} not sent: {exc}") from None
+        raise _uncertain(client, store, name, shard, exc) from None
+    _record_batch(store, name, shard.shard_id, BatchView.of(created, shard.provider))
+    return SubmitOutcome(shard.shard_id, created.id, reused=False)
+
+
+def _create(client: BifrostClient, name: str, shard: Shard, input_file_id: str | None, window: str):
+    """One create, asked again only after a 429 (a refusal: nothing was created)."""
+    traits = provider_traits(shard.provider)
+    deadline = time.monotonic() + MAX_RATE_LIMIT_WAIT_SECONDS
+    while True:
+        try:
+            if traits.submit_mode == "inline":
+                return client.create_batch(
+                    model=f"{shard.provider}/{shard.model}",
+                    endpoint=shard.endpoint,
+                    requests_jsonl=shard.path,
+                    completion_window=window,
+                    metadata={SHARD_KEY: shard.shard_id, INPUT_KEY: name},
+                )
+            return client.create_batch(
+                model=f"{shard.provider}/{shard.model}",
+                endpoint=shard.endpoint,
+                input_file_id=input_file_id,
+                completion_window=window,
+                metadata={SHARD_KEY: shard.shard_id, INPUT_KEY: name},
+            )
+        except RateLimitError as exc:
+            wait = exc.retry_after if exc.retry_after is not None else 2.0
+            if time.monotonic() + wait > deadline:
+                raise
+            log.warning(
+                "%s: create of shard %s rate-limited; retrying in %.1fs", name, shard.shard_id, wait
+            )
+            time.sleep(wait)
+
+
+def _uncertain(
+    client: BifrostClient, store: ManifestStore, name: str, shard: Shard, exc: GatewayError
+) -> SubmissionUncertain:
+    """After an unknown outcome: adopt the batch if the gateway shows it, else stop clearly."""
+    record = store.load(name).shards[shard.shard_id]  # type: ignore[union-attr]
+    try:
+        found = _reconcile(client, name, record)
+    except GatewayError:
+        found = None
+    if found is not None:
+        _record_batch(store, name, shard.shard_id, found)
+        return SubmissionUncertain(
+            f"{name}: shard {shard.shard_id} reconciled to {found.id}; re-run"
+        )
+    how = (
+        "re-run later: the batch is looked up by its metadata before anything is created again"
+        if provider_traits(shard.provider).keeps_metadata
+        else f"check the {shard.provider} batches created since the intent time; then re-run with "
+        f"adopt={{{shard.shard_id!r}: BATCH_ID}} or assume_not_created=[{shard.shard_id!r}]"
+    )
+    return SubmissionUncertain(
+        f"{name}: the create of shard {shard.shard_id} may or may not have made a batch "
+        f"({type(exc).__name__}: {exc}); nothing was sent again. To resolve it, {how}"
+    )
+
+
+def _reconcile(client: BifrostClient, name: str, record: ShardRecord) -> BatchView | None:
+    """Find the batch an interrupted create made, by the shard id in its metadata.
+
+    Raises SubmissionUncertain where the provider keeps no metadata: there is nothing to prove
+    the absence of a batch with.
+    """
+    if not provider_traits(record.provider).keeps_metadata:
+        raise SubmissionUncertain(
+            f"{name}: a create of shard {record.shard_id} was sent at "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(record.intent_at or 0))} and "
+            f"its outcome is unknown; {record.provider} keeps no batch metadata to check it by. "
+            f"Look at the {record.provider} batches created since then and re-run with "
+            f"adopt={{{record.shard_id!r}: BATCH_ID}} or assume_not_created=[{record.shard_id!r}]"
+        )
+    for batch in client.list_batches(provider=record.provider):
+        meta = batch.metadata or {}
+        if meta.get(SHARD_KEY) == record.shard_id and meta.get(INPUT_KEY) == name:
+            return BatchView.of(batch, record.provider)
+    return None
+
+
+def _record_batch(store: ManifestStore, name: str, shard_id: str, view: BatchView) -> None:
+    store.record(
+        name,
+        shard_id,
+        state="submitted",
+        batch_id=view.id,
+        created_at=view.created_at or time.time(),
+        **status_fields(view),
+    )
+
+
+def status_fields(view: BatchView) -> dict:
+    """The manifest fields that mirror a batch's latest status."""
+    return {
+        "status": view.status,
+        "terminal": view.terminal,
+        "request_counts": view.counts.model_dump() if view.counts else {},
+        "output_file_id": view.output_file_id,
+        "error_file_id": view.error_file_id,
+        "expires_at": view.expires_at,
+        "batch_errors": [e.model_dump(exclude_none=True) for e in view.errors],
+        "polled_at": time.time(),
+    }

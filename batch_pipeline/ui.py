@@ -1,0 +1,60 @@
+"""Open the Dagster UI on this project, with the embedded gateway emulator running.
+
+Uses $DAGSTER_HOME (make ui points it at the git-ignored .dagster_home/) so runs survive a
+restart. The inbox sensor starts running here: submitting to the emulator costs nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=3000, help="UI port (default: 3000)")
+    parser.add_argument(
+        "--data-dir", default="data", metavar="DIR", help="data root (default: data)"
+    )
+    parser.add_argument(
+        "--gateway",
+        metavar="URL",
+        default=None,
+        help="use this gateway instead of starting the embedded emulator",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
+    from batch_pipeline.emulator import EmbeddedEmulator, EmulatorConfig
+
+    data_dir = Path(args.data_dir).resolve()
+    env = dict(os.environ)
+    env.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve()))
+    Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        gateway = args.gateway
+        if gateway is None:
+            config = EmulatorConfig(port=0, state_dir=data_dir / ".emulator")
+            gateway = stack.enter_context(EmbeddedEmulator(config)).base_url
+            env.setdefault("BATCH_PIPELINE_AUTOSUBMIT", "1")
+            print(f"embedded gateway emulator at {gateway}")
+        env["BIFROST_BASE_URL"] = gateway
+        env["BATCH_PIPELINE_DATA_ROOT"] = str(data_dir)
+        command = [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            "workspace.yaml",
+            "-p",
+            str(args.port),
+        ]
+        try:
+            return subprocess.call(command, env=env)
+        except KeyboardInterrupt:
+            return 0
