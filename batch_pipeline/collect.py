@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 import pyarrow.parquet as pq
 
-from batch_pipeline.gateway import BifrostClient
+from batch_pipeline.gateway import BifrostClient, iter_result_items
 from batch_pipeline.inputs import InputPlan, read_shard_index
 from batch_pipeline.layout import DataLayout
 from batch_pipeline.manifest import Manifest, ManifestStore, ShardRecord
@@ -179,10 +179,14 @@ def _read_batch_output(
             finally:
                 dest.unlink(missing_ok=True)
     elif record.status != "failed":
-        response = client.batch_results(record.batch_id, provider=provider)  # type: ignore[arg-type]
-        collector.add_items(
-            item.model_dump(mode="json", exclude_none=True) for item in response.results or []
-        )
+        dest = downloads / f"results-{record.shard_id}.json"
+        client.download_batch_results(record.batch_id, provider=provider, dest=dest)  # type: ignore[arg-type]
+        try:
+            collector.add_items(
+                item.model_dump(mode="json", exclude_none=True) for item in iter_result_items(dest)
+            )
+        finally:
+            dest.unlink(missing_ok=True)
 
 
 def expected_lines(plan: InputPlan) -> np.ndarray:

@@ -65,7 +65,7 @@ def submit_plan(
     `assume_not_created` and `adopt` (shard id -> batch id) resolve an uncertain create by hand.
     `before_create` runs right before each create (e.g. a budget or queue gate).
     """
-    _register(store, plan)
+    register_plan(store, plan)
     outcomes = []
     for shard in plan.shards:
         outcomes.append(
@@ -83,7 +83,7 @@ def submit_plan(
     return outcomes
 
 
-def _register(store: ManifestStore, plan: InputPlan) -> None:
+def register_plan(store: ManifestStore, plan: InputPlan) -> None:
     """Add the plan's shards to the manifest; refuse if the file changed after submitting."""
     with store.update(plan.input_name, input_sha256=plan.input_sha256) as manifest:
         submitted = [s for s in manifest.shards.values() if s.state != "pending"]

@@ -1,0 +1,154 @@
+"""Exactly-once submission against the emulator: reruns, crashes around a create, unknown outcomes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pipeline_support import (
+    anthropic_lines,
+    arm,
+    chat_lines,
+    counters,
+    creates_per_shard,
+    write_input,
+)
+
+from batch_pipeline.gateway import BifrostClient
+from batch_pipeline.inputs import InputOptions, InputPlan, ShardLimits, prepare_input
+from batch_pipeline.layout import DataLayout
+from batch_pipeline.manifest import ManifestStore
+from batch_pipeline.submit import (
+    INPUT_KEY,
+    SHARD_KEY,
+    SubmissionError,
+    SubmissionUncertain,
+    register_plan,
+    submit_plan,
+)
+
+
+def _plan(root: Path, name: str, lines: list, **limits: int) -> InputPlan:
+    layout = DataLayout.at(root)
+    path = write_input(root, name, lines)
+    options = InputOptions(limits={"openai": ShardLimits(**limits)} if limits else {})
+    return prepare_input(path, layout.staging(name), options)
+
+
+@pytest.fixture
+def client(emulator):
+    with BifrostClient(emulator.base_url, max_retry_seconds=5) as c:
+        yield c
+
+
+def test_one_batch_per_shard_and_rerun_reuses(emulator, client, tmp_path: Path) -> None:
+    plan = _plan(
+        tmp_path,
+        "many",
+        chat_lines(25),
+        max_requests=10,
+        max_bytes=10**6,
+        max_bytes_per_request=10**5,
+    )
+    store = ManifestStore(tmp_path / "batches")
+    first = submit_plan(client, store, plan)
+    again = submit_plan(client, store, plan)
+    assert len(plan.shards) == 3
+    assert [o.reused for o in first] == [False] * 3
+    assert [o.reused for o in again] == [True] * 3
+    assert [o.batch_id for o in first] == [o.batch_id for o in again]
+    assert creates_per_shard(emulator.base_url) == {s.shard_id: 1 for s in plan.shards}
+    manifest = store.load("many")
+    assert all(r.state == "submitted" and r.batch_id for r in manifest.shards.values())
+
+
+def test_crash_after_intent_before_create_creates_once(emulator, client, tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "a", chat_lines(3))
+    store = ManifestStore(tmp_path / "batches")
+    register_plan(store, plan)
+    shard = plan.shards[0].shard_id
+    # the process died after writing the intent, before the create was sent
+    store.record("a", shard, state="creating", intent_at=1.0)
+    outcomes = submit_plan(client, store, plan)
+    assert not outcomes[0].reused
+    assert creates_per_shard(emulator.base_url) == {shard: 1}
+
+
+def test_crash_right_after_create_adopts_the_batch(emulator, client, tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "c", chat_lines(4))
+    store = ManifestStore(tmp_path / "batches")
+    shard = plan.shards[0]
+    # the create reached the gateway, then the process died before recording the id
+    uploaded = client.upload_file(shard.path, provider="openai")
+    made = client.create_batch(
+        model="openai/gpt-4o-mini",
+        endpoint=shard.endpoint,
+        input_file_id=uploaded.id,
+        metadata={SHARD_KEY: shard.shard_id, INPUT_KEY: "c"},
+    )
+    register_plan(store, plan)
+    store.record("c", shard.shard_id, state="creating", input_file_id=uploaded.id, intent_at=1.0)
+    outcomes = submit_plan(client, store, plan)
+    assert outcomes[0].batch_id == made.id and outcomes[0].reused
+    assert creates_per_shard(emulator.base_url) == {shard.shard_id: 1}
+
+
+def test_server_error_on_create_stops_then_rerun_creates_once(
+    emulator, client, tmp_path: Path
+) -> None:
+    plan = _plan(tmp_path, "d", chat_lines(3))
+    store = ManifestStore(tmp_path / "batches")
+    arm(emulator.base_url, kind="server_error", routes=["batch_create"], count=1, status=502)
+    with pytest.raises(SubmissionUncertain, match="may or may not have made a batch"):
+        submit_plan(client, store, plan)
+    record = store.load("d").shards[plan.shards[0].shard_id]
+    assert record.state == "creating" and record.batch_id is None
+    submit_plan(client, store, plan)  # reconciles: no batch carries the shard id, so create it
+    assert creates_per_shard(emulator.base_url) == {plan.shards[0].shard_id: 1}
+
+
+def test_rate_limited_create_is_asked_again(emulator, client, tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "e", chat_lines(3))
+    store = ManifestStore(tmp_path / "batches")
+    arm(emulator.base_url, kind="rate_limit", routes=["batch_create"], count=2, retry_after=0.1)
+    outcomes = submit_plan(client, store, plan)
+    assert not outcomes[0].reused
+    assert creates_per_shard(emulator.base_url) == {plan.shards[0].shard_id: 1}
+    assert counters(emulator.base_url)["faults_fired"]["rate_limit"] == 2
+
+
+def test_refused_create_clears_the_intent(emulator, client, tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "f", chat_lines(2))
+    store = ManifestStore(tmp_path / "batches")
+    register_plan(store, plan)
+    store.record("f", plan.shards[0].shard_id, input_file_id="file-does-not-exist")
+    with pytest.raises(SubmissionError, match="refused"):
+        submit_plan(client, store, plan)
+    record = store.load("f").shards[plan.shards[0].shard_id]
+    assert record.state == "pending" and record.intent_at is None
+    assert counters(emulator.base_url)["batches_created"] == 0
+
+
+def test_anthropic_unknown_outcome_stops_until_resolved(emulator, client, tmp_path: Path) -> None:
+    layout = DataLayout.at(tmp_path)
+    path = write_input(tmp_path, "claude", anthropic_lines(3))
+    plan = prepare_input(path, layout.staging("claude"), InputOptions())
+    store = ManifestStore(tmp_path / "batches")
+    register_plan(store, plan)
+    shard = plan.shards[0].shard_id
+    store.record("claude", shard, state="creating", intent_at=1.0)
+    with pytest.raises(SubmissionUncertain, match="keeps no batch metadata") as info:
+        submit_plan(client, store, plan)
+    assert "assume_not_created" in str(info.value) and "\n" not in str(info.value)
+    assert counters(emulator.base_url)["batches_created"] == 0
+    outcomes = submit_plan(client, store, plan, assume_not_created=[shard])
+    assert not outcomes[0].reused
+    assert counters(emulator.base_url)["batches_created"] == 1
+
+
+def test_changed_input_after_submission_is_refused(emulator, client, tmp_path: Path) -> None:
+    store = ManifestStore(tmp_path / "batches")
+    submit_plan(client, store, _plan(tmp_path, "g", chat_lines(3)))
+    changed = _plan(tmp_path, "g", chat_lines(4))
+    with pytest.raises(SubmissionError, match="changed after its batches were submitted"):
+        submit_plan(client, store, changed)
