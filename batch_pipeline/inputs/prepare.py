@@ -1,0 +1,223 @@
+"""The input layer's entry points: validate a file, prepare its shards, read a shard's index.
+
+`prepare_input` writes everything into a private temporary directory inside staging_dir, then
+moves each file into place with an atomic rename: shards under their content address (an
+existing one is left untouched), rejected.jsonl, and plan.json last, as the commit point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+
+from batch_pipeline.inputs.models import (
+    PLAN_FILE,
+    REJECTED_FILE,
+    SHARDS_DIR,
+    InputOptions,
+    InputPlan,
+    InputRejected,
+    Shard,
+    ValidationReport,
+)
+from batch_pipeline.inputs.reader import LineReader
+from batch_pipeline.inputs.scan import FileScan, ScanResult
+from batch_pipeline.inputs.shard import iter_index
+from batch_pipeline.providers import PROVIDERS
+
+
+def validate_file(path: Path, options: InputOptions) -> ValidationReport:
+    """Check every line of a file without writing anything; the report lists every problem."""
+    return _report(path, FileScan(path, options).run())
+
+
+def prepare_input(path: Path, staging_dir: Path, options: InputOptions) -> InputPlan:
+    """Validate, normalize and shard `path` into staging_dir; a no-op when already done.
+
+    Raises InputRejected when the file has a file-level problem, or any problem under the
+    `reject` policy; nothing submittable is written then.
+    """
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    current = _current_plan(path, staging_dir, options)
+    if current is not None:
+        return current
+    work_dir = Path(tempfile.mkdtemp(prefix=".work-", dir=staging_dir))
+    try:
+        with _RejectedWriter(work_dir / REJECTED_FILE, options.on_invalid == "skip") as rejected:
+            scan = FileScan(path, options, work_dir=work_dir, on_reject=rejected.write)
+            result = scan.run()
+        if result.fatal or (result.total_problems and options.on_invalid == "reject"):
+            _unlink(staging_dir / PLAN_FILE)
+            raise InputRejected(_report(path, result))
+        plan = _commit(staging_dir, work_dir, result, options)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return plan
+
+
+def read_shard_index(shard: Shard) -> dict[str, int]:
+    """custom_id -> 1-based input line for every request of a shard."""
+    return dict(iter_index(shard.index_path))
+
+
+def _report(path: Path, result: ScanResult) -> ValidationReport:
+    return ValidationReport(
+        path=str(path),
+        problems=result.problems,
+        total_problems=result.total_problems,
+        notes=result.notes,
+        summary=result.summary,
+        ok=result.total_problems == 0,
+    )
+
+
+def _current_plan(path: Path, staging_dir: Path, options: InputOptions) -> InputPlan | None:
+    """The saved plan when it was made from these exact bytes with these options."""
+    plan = InputPlan.load(staging_dir)
+    if plan is None or plan.options_fingerprint != options.fingerprint():
+        return None
+    files = [p for s in plan.shards for p in (s.path, s.index_path)]
+    if plan.rejected_path is not None:
+        files.append(plan.rejected_path)
+    if not all(f.is_file() for f in files):
+        return None
+    if _content_sha256(path) != plan.input_sha256:
+        return None
+    return plan
+
+
+def _content_sha256(path: Path) -> str | None:
+    """sha256 of the file's content (decompressed for gzip), as the scan computes it."""
+    reader = LineReader(path, max_line_bytes=1)
+    try:
+        for _ in reader.batches():
+            pass
+    except OSError:
+        return None
+    return reader.state.sha256.hexdigest()
+
+
+def _commit(
+    staging_dir: Path,
+    work_dir: Path,
+    result: ScanResult,
+    options: InputOptions,
+) -> InputPlan:
+    rejected_count = result.rejected_lines
+    shards_dir = staging_dir / SHARDS_DIR
+    shards_dir.mkdir(exist_ok=True)
+    shards: list[Shard] = []
+    for draft in result.drafts:
+        assert draft.path is not None and draft.index_path is not None
+        shard_id = draft.shard_id
+        target = shards_dir / f"{shard_id}.jsonl"
+        target_index = shards_dir / f"{shard_id}.index.jsonl"
+        _place(draft.index_path, target_index)
+        _place(draft.path, target)
+        shards.append(
+            Shard(
+                shard_id=shard_id,
+                provider=draft.provider,
+                model=draft.model,
+                endpoint=draft.endpoint,
+                submit_mode=PROVIDERS[draft.provider].submit_mode,
+                path=target,
+                index_path=target_index,
+                request_count=draft.count,
+                bytes=draft.bytes,
+                first_line=draft.first_line,
+                last_line=draft.last_line,
+            )
+        )
+    rejected_path = None
+    if rejected_count:
+        rejected_path = staging_dir / REJECTED_FILE
+        _place(work_dir / REJECTED_FILE, rejected_path, replace_if_different=True)
+    else:
+        _unlink(staging_dir / REJECTED_FILE)
+    plan = InputPlan(
+        input_name=staging_dir.name,
+        input_sha256=result.read.sha256.hexdigest(),
+        options_fingerprint=options.fingerprint(),
+        summary=result.summary,
+        shards=shards,
+        rejected_path=rejected_path,
+        rejected_count=rejected_count,
+        total_lines=result.total_lines,
+    )
+    plan_file = work_dir / PLAN_FILE
+    plan_file.write_bytes(plan.to_json(staging_dir))
+    _fsync(plan_file)
+    _place(plan_file, staging_dir / PLAN_FILE, replace_if_different=True)
+    return plan
+
+
+def _place(source: Path, target: Path, replace_if_different: bool = False) -> None:
+    """Atomically move source to target; keep an existing target with the same content."""
+    if target.is_file() and (not replace_if_different or _same_bytes(source, target)):
+        return
+    _fsync(source)
+    os.replace(source, target)
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    return _file_sha256(a) == _file_sha256(b)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as data:
+        while block := data.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as data:
+        os.fsync(data.fileno())
+
+
+def _unlink(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+class _RejectedWriter:
+    """Streams skip-policy rejected lines to rejected.jsonl, one JSON object per line."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+        self._out: BinaryIO | None = None
+
+    def __enter__(self) -> _RejectedWriter:
+        if self.enabled:
+            self._out = open(self.path, "wb")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._out is not None:
+            self._out.close()
+
+    def write(
+        self, line: int, custom_id: str | None, reason: str, raw: bytes, truncated: bool
+    ) -> None:
+        """Record one rejected line (the raw text decoded losslessly where it is UTF-8)."""
+        if self._out is None:
+            return
+        entry: dict[str, object] = {
+            "input_line": line,
+            "custom_id": custom_id,
+            "reason": reason,
+            "raw": raw.decode("utf-8", "replace").rstrip("\r"),
+        }
+        if truncated:
+            entry["raw_truncated"] = True
+        self._out.write(orjson.dumps(entry) + b"\n")
