@@ -118,9 +118,8 @@ def _collect_requests(
             continue
         failed = context.instance.get_runs_count(
             dg.RunsFilter(
-                job_name=collect_job.name,
                 statuses=[dg.DagsterRunStatus.FAILURE],
-                tags={"dagster/partition": name},
+                tags={"dagster/partition": name, **collect_job.tags},
             )
         )
         if failed >= max_attempts:
