@@ -1,0 +1,161 @@
+"""The Starlette application: routes on the raw (still percent-encoded) path so ids containing
+'/' arrive whole, then auth, injected faults and the handler, in that order."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from batch_pipeline.emulator.admin_routes import AdminRoutes
+from batch_pipeline.emulator.anthropic_batches import AnthropicBatches
+from batch_pipeline.emulator.batches import ProviderBatches
+from batch_pipeline.emulator.errors import ApiError
+from batch_pipeline.emulator.openai_batches import OpenAIBatches
+from batch_pipeline.emulator.responses import error_response
+from batch_pipeline.emulator.runtime import Runtime
+from batch_pipeline.emulator.v1_routes import INFERENCE_ROUTES, Call, V1Routes
+
+log = logging.getLogger(__name__)
+Handler = Callable[[Call], Awaitable[Response]]
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+KEY_HEADERS = ("x-bf-vk", "x-api-key", "x-goog-api-key", "api-key")
+
+
+def make_providers() -> dict[str, ProviderBatches]:
+    """The providers this emulator speaks for."""
+    return {
+        "openai": OpenAIBatches("openai"),
+        "azure": OpenAIBatches("azure"),
+        "anthropic": AnthropicBatches(),
+    }
+
+
+def _match(pattern: tuple[str, ...], segments: list[str]) -> list[str] | None:
+    """The path parameters ('*' segments) when `segments` fits `pattern`."""
+    if len(pattern) != len(segments):
+        return None
+    params = []
+    for expected, actual in zip(pattern, segments, strict=True):
+        if expected == "*":
+            params.append(unquote(actual))
+        elif expected != actual:
+            return None
+    return params
+
+
+class EmulatorApp:
+    """Builds the Starlette app around a Runtime."""
+
+    def __init__(self, rt: Runtime, providers: dict[str, ProviderBatches]) -> None:
+        self.rt = rt
+        v1 = V1Routes(rt, providers)
+        self.v1_table: list[tuple[str, tuple[str, ...], str, Handler]] = [
+            ("POST", ("v1", "batches"), "batch_create", v1.batch_create),
+            ("GET", ("v1", "batches"), "batch_list", v1.batch_list),
+            ("GET", ("v1", "batches", "*"), "batch_retrieve", v1.batch_retrieve),
+            ("POST", ("v1", "batches", "*", "cancel"), "batch_cancel", v1.batch_cancel),
+            ("GET", ("v1", "batches", "*", "results"), "batch_results", v1.batch_results),
+            ("POST", ("v1", "files"), "file_upload", v1.file_upload),
+            ("GET", ("v1", "files"), "file_list", v1.file_list),
+            ("GET", ("v1", "files", "*"), "file_retrieve", v1.file_retrieve),
+            ("DELETE", ("v1", "files", "*"), "file_delete", v1.file_delete),
+            ("GET", ("v1", "files", "*", "content"), "file_content", v1.file_content),
+        ]
+        for request_type, (endpoint, _) in INFERENCE_ROUTES.items():
+            pattern = tuple(endpoint.strip("/").split("/"))
+            self.v1_table.append(("POST", pattern, request_type, v1.inference))
+        self.admin = AdminRoutes(rt)
+
+    def build(self) -> Starlette:
+        """The ASGI application."""
+        return Starlette(routes=[Route("/{path:path}", self.dispatch, methods=ALL_METHODS)])
+
+    async def dispatch(self, request: Request) -> Response:
+        raw = request.scope.get("raw_path") or request.scope["path"].encode()
+        segments = raw.decode("latin-1").split("?", 1)[0].strip("/").split("/")
+        if segments[0] in ("_emulator", "health"):
+            return await self.admin.dispatch(request, segments)
+        path_known = False
+        for method, pattern, request_type, handler in self.v1_table:
+            params = _match(pattern, segments)
+            if params is None:
+                continue
+            path_known = True
+            if method == request.method:
+                call = Call(request, params, time.perf_counter(), request_type)
+                return await self._answer(call, handler)
+        if path_known:
+            return error_response(ApiError(405, "method not allowed"), None, None)
+        return error_response(ApiError(404, f"route not found: {request.url.path}"), None, None)
+
+    async def _answer(self, call: Call, handler: Handler) -> Response:
+        self.rt.counters.request(call.request_type)
+        try:
+            self._check_auth(call.request)
+            await self._inject_faults(call.request_type)
+            return await handler(call)
+        except ApiError as exc:
+            return error_response(exc, call.request_type, call.provider)
+        except Exception as exc:
+            log.exception("emulator route %s failed", call.request_type)
+            failure = ApiError(None, f"internal emulator error: {type(exc).__name__}", bifrost=True)
+            return error_response(failure, call.request_type, call.provider)
+
+    def _check_auth(self, request: Request) -> None:
+        keys = self.rt.config.api_keys
+        if not keys:
+            return
+        presented = [request.headers.get(name) for name in KEY_HEADERS]
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            presented.append(token.strip())
+        offered = [value for value in presented if value]
+        if not offered:
+            raise ApiError(
+                401,
+                "virtual key is required: send it as x-bf-vk or Authorization: Bearer",
+                type="authentication_error",
+            )
+        for value in offered:
+            for key in keys:
+                if hmac.compare_digest(value.encode(), key.get_secret_value().encode()):
+                    return
+        raise ApiError(401, "invalid virtual key", type="authentication_error")
+
+    async def _inject_faults(self, request_type: str) -> None:
+        faults, counters = self.rt.faults, self.rt.counters
+        slow = faults.take("slow", request_type)
+        if slow is not None:
+            counters.fault_fired("slow")
+            await asyncio.sleep(slow.delay)
+        limited = faults.take("rate_limit", request_type)
+        if limited is not None:
+            counters.fault_fired("rate_limit")
+            wait = limited.retry_after
+            raise ApiError(
+                429,
+                f"Rate limit exceeded. Please retry after {wait:g} seconds.",
+                type="rate_limit_error",
+                code="rate_limit_exceeded",
+                headers={
+                    "Retry-After": f"{wait:g}",
+                    "retry-after-ms": str(int(wait * 1000)),
+                },
+            )
+        failing = faults.take("server_error", request_type)
+        if failing is not None:
+            counters.fault_fired("server_error")
+            raise ApiError(
+                failing.status,
+                f"Injected upstream failure (HTTP {failing.status}).",
+                type="server_error",
+            )

@@ -1,0 +1,166 @@
+"""What every provider's batches share: the behaviour interface the routes and the worker call,
+line outcomes, Bifrost's serial list cursor and the malformed-output fault."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from batch_pipeline.emulator.errors import ApiError
+from batch_pipeline.emulator.runtime import Runtime
+from batch_pipeline.emulator.store import BatchRecord
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled", "ended"})
+Outcome = Literal["succeeded", "failed", "expired", "canceled"]
+GiveUpReason = Literal["expired", "canceled"]
+
+
+@dataclass(frozen=True)
+class LineOutcome:
+    """What answering (or giving up on) one request writes: an output and/or an error line."""
+
+    outcome: Outcome
+    out: bytes | None = None
+    err: bytes | None = None
+
+
+def json_line(value: Any) -> bytes:
+    """One JSONL line."""
+    return orjson.dumps(value) + b"\n"
+
+
+def seconds(value: float | None) -> int | None:
+    """A Unix timestamp in whole seconds, as Bifrost reports every time."""
+    return None if value is None else int(value)
+
+
+def drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    """Go's omitempty for the fields that are null."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def encode_cursor(native: str, key_index: int = 0) -> str:
+    """Bifrost's serial cursor: base64url (padded) of {"v":1,"i":key,"c":native}."""
+    raw = orjson.dumps({"v": 1, "i": key_index, "c": native})
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_cursor(cursor: str) -> str | None:
+    """The native cursor inside a serial cursor; None when it is not one."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, orjson.JSONDecodeError, ValueError):
+        return None
+    if isinstance(data, dict) and data.get("v") == 1 and isinstance(data.get("c"), str):
+        return data["c"]
+    return None
+
+
+def page_after(ids: list[str], after: str | None, limit: int) -> tuple[int, int, bool]:
+    """(start, stop, has_more) of the page following cursor `after` (a serial cursor or raw id)."""
+    start = 0
+    if after:
+        native = decode_cursor(after)
+        if native is None:
+            native = after
+        if native:
+            if native not in ids:
+                raise ApiError(400, f"invalid pagination cursor: {after}")
+            start = ids.index(native) + 1
+    stop = min(start + limit, len(ids))
+    return start, stop, stop < len(ids)
+
+
+def corrupt_lines(path: Path, lines: int) -> None:
+    """Truncate the first `lines` lines of a JSONL file to half their length (malformed_output)."""
+    tmp = path.with_name(path.name + ".corrupt")
+    with path.open("rb") as source, tmp.open("wb") as target:
+        for index, line in enumerate(source):
+            if index < lines:
+                body = line.rstrip(b"\n")
+                line = body[: max(len(body) // 2, 1)] + b"\n"
+            target.write(line)
+    os.replace(tmp, path)
+
+
+class ProviderBatches(ABC):
+    """One provider's batch behaviour behind Bifrost; subclasses fill in the provider specifics."""
+
+    name: str = ""
+    completed_status = "completed"
+    cancelled_status = "cancelled"
+    expired_status = "expired"
+    uses_finalizing = True
+    cancellable_statuses: frozenset[str] = frozenset({"validating", "in_progress"})
+
+    # routes
+    @abstractmethod
+    def create(self, rt: Runtime, body: dict[str, Any]) -> BatchRecord:
+        """Validate a create request and store the new batch."""
+
+    @abstractmethod
+    def create_view(self, batch: BatchRecord) -> dict[str, Any]:
+        """The create response body (without extra_fields)."""
+
+    @abstractmethod
+    def view(self, batch: BatchRecord) -> dict[str, Any]:
+        """The retrieve / list item body (without extra_fields)."""
+
+    @abstractmethod
+    def cancel_view(self, batch: BatchRecord) -> dict[str, Any]:
+        """The cancel response body (without extra_fields)."""
+
+    @abstractmethod
+    def results(self, rt: Runtime, batch: BatchRecord) -> dict[str, Any]:
+        """The /results body (without extra_fields): items and optional parse errors."""
+
+    @abstractmethod
+    def not_found(self, batch_id: str) -> ApiError:
+        """The provider's 404 for an unknown batch."""
+
+    def cancel(self, rt: Runtime, batch: BatchRecord) -> dict[str, Any]:
+        """Request cancellation; the worker finishes it after `cancel_delay`."""
+        with rt.store.lock:
+            if batch.status in self.cancellable_statuses:
+                batch.status = "cancelling"
+                batch.stamp("cancelling_at", time.time())
+                rt.store.save_batch(batch)
+            elif batch.status in TERMINAL_STATUSES:
+                self.refuse_cancel(batch)
+            view = self.cancel_view(batch)
+        rt.wake.set()
+        return view
+
+    @abstractmethod
+    def refuse_cancel(self, batch: BatchRecord) -> None:
+        """What cancelling a finished batch does: raise the provider's error, or nothing."""
+
+    # worker hooks
+    @abstractmethod
+    def validate(self, rt: Runtime, batch: BatchRecord) -> None:
+        """Leave `validating`: set `total` and move to in_progress, or fail the batch."""
+
+    @abstractmethod
+    def input_path(self, rt: Runtime, batch: BatchRecord) -> Path:
+        """The JSONL file of the batch's requests."""
+
+    @abstractmethod
+    def answer_line(self, rt: Runtime, batch: BatchRecord, line: bytes) -> LineOutcome:
+        """Run one request through the fake model."""
+
+    @abstractmethod
+    def give_up_line(self, batch: BatchRecord, line: bytes, reason: GiveUpReason) -> LineOutcome:
+        """What an unprocessed request becomes when the batch expires or is cancelled."""
+
+    @abstractmethod
+    def publish(self, rt: Runtime, batch: BatchRecord) -> None:
+        """Turn the finished part files into what clients download (files or results)."""

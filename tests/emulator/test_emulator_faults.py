@@ -1,0 +1,102 @@
+"""Every injected fault is reachable, at start (config) and at runtime (admin route)."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+from emulator_helpers import chat_line, check_schema, create_openai_batch, wait_terminal
+
+from batch_pipeline.emulator import EmbeddedEmulator, Fault
+
+OPENAI = {"provider": "openai"}
+
+
+def _arm(http: httpx.Client, **fault: object) -> None:
+    response = http.post("/_emulator/faults", json=fault)
+    assert response.status_code == 200, response.text
+
+
+def test_rate_limit_on_chosen_route_with_retry_after(http: httpx.Client) -> None:
+    _arm(http, kind="rate_limit", count=2, retry_after=3, routes=["batch_list"])
+    for _ in range(2):
+        response = http.get("/v1/batches", params=OPENAI)
+        assert response.status_code == 429
+        assert response.headers["retry-after"] == "3"
+        body = check_schema(response.json(), "BifrostError")
+        assert body["status_code"] == 429 and body["extra_fields"]["request_type"] == "batch_list"
+    assert http.get("/v1/files", params=OPENAI).status_code == 200
+    assert http.get("/v1/batches", params=OPENAI).status_code == 200
+    assert http.get("/_emulator/counters").json()["faults_fired"] == {"rate_limit": 2}
+
+
+def test_sdk_honours_retry_after(emulator: EmbeddedEmulator, http: httpx.Client) -> None:
+    created = create_openai_batch(http, [chat_line("a", "b")])
+    _arm(http, kind="rate_limit", count=1, retry_after=0, routes=["batch_retrieve"])
+    sdk = openai.OpenAI(base_url=f"{emulator.base_url}/v1", api_key="x", max_retries=2)
+    assert sdk.batches.retrieve(created["id"], extra_query=OPENAI).id == created["id"]
+    assert http.get("/_emulator/counters").json()["requests_by_route"]["batch_retrieve"] == 2
+
+
+def test_server_error_burst(emulator_factory, client_for) -> None:
+    fault = Fault(kind="server_error", count=3, status=503)
+    http = client_for(emulator_factory(faults=(fault,)))
+    statuses = [http.get("/v1/files", params=OPENAI).status_code for _ in range(4)]
+    assert statuses == [503, 503, 503, 200]
+
+
+def test_slow_response_hits_client_read_timeout(http: httpx.Client) -> None:
+    _arm(http, kind="slow", delay=0.5, count=1, routes=["batch_list"])
+    with pytest.raises(httpx.ReadTimeout):
+        http.get("/v1/batches", params=OPENAI, timeout=0.1)
+    assert http.get("/v1/batches", params=OPENAI, timeout=1).status_code == 200
+
+
+def test_connection_reset_mid_download(http: httpx.Client) -> None:
+    batch = wait_terminal(
+        http, create_openai_batch(http, [chat_line(f"r{i}", "x") for i in range(5)])["id"]
+    )
+    url = f"/v1/files/{batch['output_file_id']}/content"
+    full = http.get(url, params=OPENAI).content
+    _arm(http, kind="reset_download", after_bytes=100)
+    received = bytearray()
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        http.stream("GET", url, params=OPENAI) as response,
+    ):
+        assert response.headers["content-length"] == str(len(full))
+        for chunk in response.iter_raw():
+            received.extend(chunk)
+    assert bytes(received) == full[:100]
+    assert http.get(url, params=OPENAI).content == full
+
+
+def test_malformed_output_lines(http: httpx.Client) -> None:
+    _arm(http, kind="malformed_output", lines=2)
+    lines = [chat_line(f"r{i}", f"x{i}") for i in range(5)]
+    batch = wait_terminal(http, create_openai_batch(http, lines)["id"])
+    body = check_schema(
+        http.get(f"/v1/batches/{batch['id']}/results", params=OPENAI).json(), "BatchResultsResponse"
+    )
+    assert [e["line"] for e in body["extra_fields"]["parse_errors"]] == [1, 2]
+    assert len(body["results"]) == 3
+
+
+def test_faults_listed_and_cleared(http: httpx.Client) -> None:
+    _arm(http, kind="slow", delay=2, count=None)
+    assert http.get("/_emulator/faults").json()["faults"][0]["remaining"] is None
+    assert http.delete("/_emulator/faults").json() == {"faults": []}
+    assert http.get("/v1/files", params=OPENAI, timeout=1).status_code == 200
+    assert http.post("/_emulator/faults", json={"kind": "nope"}).status_code == 400
+
+
+def test_runtime_retrieve_404_window(http: httpx.Client) -> None:
+    assert http.patch("/_emulator/config", json={"retrieve_404_seconds": 30}).status_code == 200
+    created = create_openai_batch(http, [chat_line("a", "b")])
+    response = http.get(f"/v1/batches/{created['id']}", params=OPENAI)
+    assert response.status_code == 404
+    assert (
+        check_schema(response.json(), "BifrostError")["error"]["message"]
+        == f"No such batch: {created['id']}"
+    )
+    assert http.patch("/_emulator/config", json={"port": 1}).status_code == 400
