@@ -1,0 +1,62 @@
+"""The two Parquet tables every collect writes (DESIGN.md "Parquet schemas"), in one place."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+# Why a request ended up in the errors table; DESIGN.md fixes this vocabulary.
+ERROR_STAGES: tuple[str, ...] = (
+    "input",
+    "batch",
+    "request",
+    "expired",
+    "canceled",
+    "missing",
+    "parse",
+)
+
+COLLECTED_AT_TYPE = pa.timestamp("us", tz="UTC")
+
+RESULTS_SCHEMA = pa.schema(
+    [
+        pa.field("custom_id", pa.string()),
+        pa.field("input_line", pa.int64()),
+        pa.field("batch_id", pa.string()),
+        pa.field("provider", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("endpoint", pa.string()),
+        pa.field("status_code", pa.int32()),
+        pa.field("request_id", pa.string()),
+        pa.field("output_text", pa.string()),
+        pa.field("finish_reason", pa.string()),
+        pa.field("embedding", pa.list_(pa.float32())),
+        pa.field("prompt_tokens", pa.int64()),
+        pa.field("completion_tokens", pa.int64()),
+        pa.field("total_tokens", pa.int64()),
+        pa.field("body", pa.string()),
+        pa.field("collected_at", COLLECTED_AT_TYPE),
+    ]
+)
+
+ERRORS_SCHEMA = pa.schema(
+    [
+        pa.field("custom_id", pa.string()),
+        pa.field("input_line", pa.int64()),
+        pa.field("batch_id", pa.string()),
+        pa.field("provider", pa.string()),
+        pa.field("stage", pa.string()),
+        pa.field("status_code", pa.int32()),
+        pa.field("error_code", pa.string()),
+        pa.field("error_message", pa.string()),
+        pa.field("retryable", pa.bool_()),
+        pa.field("raw", pa.string()),
+        pa.field("collected_at", COLLECTED_AT_TYPE),
+    ]
+)
+
+# Row value tuples in the writer's hot path follow these orders (collected_at is added on write);
+# each ends with its table's bulkiest column (body, raw), which the writer buffers as raw bytes.
+RESULT_COLUMNS: tuple[str, ...] = tuple(n for n in RESULTS_SCHEMA.names if n != "collected_at")
+ERROR_COLUMNS: tuple[str, ...] = tuple(n for n in ERRORS_SCHEMA.names if n != "collected_at")
+
+assert RESULT_COLUMNS[-1] == "body" and ERROR_COLUMNS[-1] == "raw"
