@@ -17,13 +17,20 @@ import numpy as np
 import orjson
 import pyarrow.parquet as pq
 
-from batch_pipeline.gateway import BifrostClient, iter_result_items
+from batch_pipeline.costs import PriceTable
+from batch_pipeline.gateway import (
+    BifrostClient,
+    GatewayError,
+    NotFoundError,
+    iter_result_items,
+)
 from batch_pipeline.inputs import InputPlan, read_shard_index
 from batch_pipeline.layout import DataLayout
 from batch_pipeline.manifest import Manifest, ManifestStore, ShardRecord
 from batch_pipeline.poll import GONE_STATUS
 from batch_pipeline.providers import provider_traits
 from batch_pipeline.results import BatchCollector, BatchContext, CollectStats, PartitionWriter
+from batch_pipeline.retry import attempt_of
 
 SAMPLE = 20
 
@@ -79,6 +86,8 @@ class CollectReport:
     total_tokens: int
     batches: dict[str, CollectStats]
     invariant: InvariantReport
+    cost_usd: float = 0.0
+    unpriced_models: list[str] = field(default_factory=list)
 
 
 def load_plan(layout: DataLayout, name: str) -> InputPlan:
@@ -96,9 +105,14 @@ def collect_partition(
     store: ManifestStore,
     name: str,
     *,
+    prices: PriceTable | None = None,
     collected_at: datetime | None = None,
 ) -> CollectReport:
-    """Write `results` and `errors` Parquet for input file `name`; its batches must be terminal."""
+    """Write `results` and `errors` Parquet for input file `name`; its batches must be terminal.
+
+    Spend is priced per batch (one model each) from the tokens the provider reported.
+    """
+    prices = prices or PriceTable()
     plan = load_plan(layout, name)
     manifest = store.load(name)
     if manifest is None and plan.shards:
@@ -110,19 +124,37 @@ def collect_partition(
     results_path, errors_path = layout.results_file(name), layout.errors_file(name)
     downloads = layout.staging(name) / "downloads"
     batches: dict[str, CollectStats] = {}
+    cost, unpriced = 0.0, set()
+    original, attempt = attempt_of(name)
     with PartitionWriter(
-        results_path, errors_path, collected_at=collected_at or datetime.now(UTC)
+        results_path,
+        errors_path,
+        collected_at=collected_at or datetime.now(UTC),
+        original_file=original,
+        attempt=attempt,
     ) as writer:
         _add_rejected(writer, plan)
         for shard in plan.shards:
             record = manifest.shards[shard.shard_id]  # type: ignore[union-attr]
             ctx = BatchContext(record.batch_id, shard.provider, shard.model, shard.endpoint)
             collector = BatchCollector(writer, ctx, read_shard_index(shard))
-            if record.status != GONE_STATUS:
+            before = writer.stats
+            if record.batch_id and record.status != GONE_STATUS:
                 _read_batch_output(client, record, collector, downloads)
             batches[record.batch_id or shard.shard_id] = collector.finish(
                 status=record.status or "", batch_errors=record.batch_errors
             )
+            after = writer.stats
+            spent = prices.cost(
+                shard.provider,
+                shard.model,
+                after.prompt_tokens - before.prompt_tokens,
+                after.completion_tokens - before.completion_tokens,
+            )
+            if spent is None:
+                unpriced.add(f"{shard.provider}/{shard.model}")
+            else:
+                cost += spent
     stats = writer.stats
     return CollectReport(
         name=name,
@@ -136,12 +168,36 @@ def collect_partition(
         total_tokens=stats.total_tokens,
         batches=batches,
         invariant=check_invariant(plan, results_path, errors_path),
+        cost_usd=cost,
+        unpriced_models=sorted(unpriced),
     )
+
+
+def delete_batch_files(client: BifrostClient, store: ManifestStore, name: str) -> list[str]:
+    """Delete an input file's uploaded shards and provider output files (after a collect).
+
+    Failures are reported, not raised: the results are safe in Parquet already.
+    """
+    problems = []
+    manifest = store.load(name)
+    for record in manifest.shards.values() if manifest else []:
+        if record.files_deleted:
+            continue
+        ids = [record.input_file_id, record.output_file_id, record.error_file_id]
+        for file_id in filter(None, ids):
+            try:
+                client.delete_file(file_id, provider=record.provider)
+            except GatewayError as exc:
+                if not isinstance(exc, NotFoundError):
+                    problems.append(f"{file_id}: {exc}")
+        if not problems:
+            store.record(name, record.shard_id, files_deleted=True)
+    return problems
 
 
 def _terminal(manifest: Manifest | None, shard_id: str) -> bool:
     record = manifest.shards.get(shard_id) if manifest else None
-    return bool(record and record.batch_id and record.terminal)
+    return bool(record and record.terminal)
 
 
 def _add_rejected(writer: PartitionWriter, plan: InputPlan) -> None:

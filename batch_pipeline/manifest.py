@@ -44,6 +44,11 @@ class ShardRecord(BaseModel):
     expires_at: float | None = None
     batch_errors: list[dict[str, Any]] = Field(default_factory=list)
     polled_at: float | None = None
+    estimated_input_tokens: int = 0
+    estimated_output_tokens: int = 0
+    estimated_cost: float | None = None
+    waiting: str | None = None  # why a pending shard is held back (queue limits)
+    files_deleted: bool = False
 
     @property
     def in_flight(self) -> bool:
@@ -64,8 +69,13 @@ class Manifest(BaseModel):
         return [s.batch_id for s in self.shards.values() if s.batch_id]
 
     @property
+    def waiting(self) -> list[ShardRecord]:
+        return [s for s in self.shards.values() if s.waiting and not s.batch_id]
+
+    @property
     def all_terminal(self) -> bool:
-        return bool(self.shards) and all(s.batch_id and s.terminal for s in self.shards.values())
+        """Every shard's batch ended, or the shard was cancelled before it had one."""
+        return bool(self.shards) and all(s.terminal for s in self.shards.values())
 
 
 class ManifestStore:
@@ -76,6 +86,10 @@ class ManifestStore:
 
     def path(self, name: str) -> Path:
         return self.dir / f"{name}.json"
+
+    def all(self) -> list[Manifest]:
+        """Every manifest (small JSON files, read fresh)."""
+        return [m for m in (self.load(n) for n in self.names()) if m is not None]
 
     def load(self, name: str) -> Manifest | None:
         path = self.path(name)

@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from batch_pipeline.gateway import BatchView, BifrostClient, GatewayError, NotFoundError
-from batch_pipeline.manifest import ManifestStore
+from batch_pipeline.manifest import Manifest, ManifestStore
 from batch_pipeline.submit import status_fields
 
 # Some providers answer 404 for a short while right after create (an Anthropic quirk).
@@ -40,15 +40,17 @@ class PollReport:
     updated: dict[str, list[BatchView]] = field(default_factory=lambda: defaultdict(list))
     problems: list[str] = field(default_factory=list)
     ready: list[str] = field(default_factory=list)
+    # after the poll: files with shards held back by queue limits, and every manifest
+    waiting: list[str] = field(default_factory=list)
+    manifests: dict[str, Manifest] = field(default_factory=dict)
+    finished_batches: int = 0
 
 
-def in_flight_batches(store: ManifestStore) -> list[BatchRef]:
-    """Every submitted, non-terminal batch across all manifests, in a stable order."""
+def in_flight_batches(manifests: list[Manifest]) -> list[BatchRef]:
+    """Every submitted, non-terminal batch across the manifests, in a stable order."""
     refs = []
-    for name in store.names():
-        manifest = store.load(name)
-        if manifest is None:
-            continue
+    for manifest in manifests:
+        name = manifest.input_file
         for record in manifest.shards.values():
             if record.in_flight:
                 refs.append(
@@ -57,16 +59,6 @@ def in_flight_batches(store: ManifestStore) -> list[BatchRef]:
                     )  # type: ignore[arg-type]
                 )
     return refs
-
-
-def ready_to_collect(store: ManifestStore) -> list[str]:
-    """Input files whose every shard has a batch in a terminal state."""
-    ready = []
-    for name in store.names():
-        manifest = store.load(name)
-        if manifest is not None and manifest.all_terminal:
-            ready.append(name)
-    return ready
 
 
 def poll_in_flight(
@@ -78,7 +70,7 @@ def poll_in_flight(
     now: float | None = None,
 ) -> PollReport:
     """Retrieve up to `max_batches` in-flight batches from `offset` on; persist what changed."""
-    refs = in_flight_batches(store)
+    refs = in_flight_batches(store.all())
     report = PollReport(in_flight=len(refs))
     if refs:
         start = offset % len(refs)
@@ -114,5 +106,11 @@ def poll_in_flight(
                     # The gateway no longer knows the batch: collect accounts its requests as missing.
                     manifest.shards[shard_id].status = GONE_STATUS
                     manifest.shards[shard_id].terminal = True
-    report.ready = ready_to_collect(store)
+    report.manifests = {m.input_file: m for m in store.all()}
+    for name, manifest in report.manifests.items():
+        if manifest.all_terminal:
+            report.ready.append(name)
+        if manifest.waiting:
+            report.waiting.append(name)
+        report.finished_batches += sum(1 for s in manifest.shards.values() if s.terminal)
     return report

@@ -85,6 +85,7 @@ class FileOutcome:
     errors: int = 0
     errors_by_stage: dict[str, int] = field(default_factory=dict)
     total_tokens: int = 0
+    cost_usd: float = 0.0
     batches: int = 0
 
 
@@ -99,11 +100,15 @@ class RunSummary:
         return all(f.ok for f in self.files)
 
     def render(self) -> str:
-        lines = [f"{'file':<28} {'batches':>7} {'results':>8} {'errors':>7} {'tokens':>9}  notes"]
+        lines = [
+            f"{'file':<28} {'batches':>7} {'results':>8} {'errors':>7} {'tokens':>9} "
+            f"{'cost USD':>10}  notes"
+        ]
         for f in self.files:
             notes = f.message or ", ".join(f"{k}={v}" for k, v in sorted(f.errors_by_stage.items()))
             lines.append(
-                f"{f.name:<28} {f.batches:>7} {f.results:>8} {f.errors:>7} {f.total_tokens:>9}  {notes}"
+                f"{f.name:<28} {f.batches:>7} {f.results:>8} {f.errors:>7} {f.total_tokens:>9} "
+                f"{f.cost_usd:>10.6f}  {notes}"
             )
         root = self.data_dir.resolve()
         lines += [
@@ -130,7 +135,12 @@ def run_files(
     """Submit, poll and collect `files` to completion; returns what happened to each."""
     import dagster as dg
 
-    from batch_pipeline.defs.assets import batch_input, collected_batches, submitted_batches
+    from batch_pipeline.defs.assets import (
+        batch_input,
+        batch_outcomes,
+        collected_batches,
+        submitted_batches,
+    )
     from batch_pipeline.defs.partitions import input_files
     from batch_pipeline.defs.resources import GatewayResource, PipelineSettings
     from batch_pipeline.defs.sensors import batch_status_sensor
@@ -194,6 +204,10 @@ def run_files(
                 outcomes[name] = _collect_outcome(name, result, layout)
             if waiting:
                 time.sleep(poll_interval)
+        if any(o.ok for o in outcomes.values()):
+            dg.materialize(
+                [batch_outcomes], instance=instance, resources=resources, run_config=QUIET
+            )
     return RunSummary(layout.root, list(outcomes.values()), time.monotonic() - started)
 
 
@@ -262,7 +276,9 @@ def _collect_outcome(name: str, result, layout) -> FileOutcome:
 
     if not result.success:
         return FileOutcome(name, ok=False, message=_failure_message(result))
-    checks = result.get_asset_check_evaluations()
+    from batch_pipeline.defs.assets import INVARIANT_CHECK
+
+    checks = [c for c in result.get_asset_check_evaluations() if c.check_name == INVARIANT_CHECK]
     ok = bool(checks) and all(c.passed for c in checks)
     errors = pq.read_table(layout.errors_file(name), columns=["stage"]).column(0).to_pylist()
     by_stage: dict[str, int] = {}
@@ -270,6 +286,11 @@ def _collect_outcome(name: str, result, layout) -> FileOutcome:
         by_stage[stage] = by_stage.get(stage, 0) + 1
     results = pq.read_table(layout.results_file(name), columns=["total_tokens"]).column(0)
     manifest = ManifestStore(layout.root / "batches").load(name)
+    cost = sum(
+        event.materialization.metadata["cost_usd"].value
+        for event in result.get_asset_materialization_events()
+        if event.asset_key.to_user_string() == "batch_results"
+    )
     return FileOutcome(
         name,
         ok=ok,
@@ -278,5 +299,6 @@ def _collect_outcome(name: str, result, layout) -> FileOutcome:
         errors=len(errors),
         errors_by_stage=by_stage,
         total_tokens=sum(t or 0 for t in results.to_pylist()),
+        cost_usd=cost,
         batches=len(manifest.shards) if manifest else 0,
     )

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
+from batch_pipeline.costs import Estimate
 from batch_pipeline.gateway import (
     BatchView,
     BifrostClient,
@@ -26,6 +27,7 @@ from batch_pipeline.gateway import (
 from batch_pipeline.inputs import InputPlan, Shard
 from batch_pipeline.manifest import ManifestStore, ShardRecord
 from batch_pipeline.providers import provider_traits
+from batch_pipeline.queue_limits import QueueGate
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,9 @@ class SubmissionUncertain(SubmissionError):
 @dataclass(frozen=True)
 class SubmitOutcome:
     shard_id: str
-    batch_id: str
+    batch_id: str | None
     reused: bool
+    waiting: str | None = None  # set when a queue limit holds the shard back
 
 
 def submit_plan(
@@ -58,14 +61,15 @@ def submit_plan(
     completion_window: str = "24h",
     assume_not_created: Collection[str] = (),
     adopt: Mapping[str, str] | None = None,
-    before_create: Callable[[Shard], None] | None = None,
+    estimates: Mapping[str, Estimate] | None = None,
+    gate: QueueGate | None = None,
 ) -> list[SubmitOutcome]:
     """Make sure every shard of `plan` has exactly one batch; reuse the ones it already has.
 
     `assume_not_created` and `adopt` (shard id -> batch id) resolve an uncertain create by hand.
-    `before_create` runs right before each create (e.g. a budget or queue gate).
+    `estimates` (by shard id) are recorded in the manifest; `gate` may hold shards back.
     """
-    register_plan(store, plan)
+    register_plan(store, plan, estimates or {})
     outcomes = []
     for shard in plan.shards:
         outcomes.append(
@@ -77,13 +81,15 @@ def submit_plan(
                 completion_window=completion_window,
                 assume_not_created=shard.shard_id in assume_not_created,
                 adopted=(adopt or {}).get(shard.shard_id),
-                before_create=before_create,
+                gate=gate,
             )
         )
     return outcomes
 
 
-def register_plan(store: ManifestStore, plan: InputPlan) -> None:
+def register_plan(
+    store: ManifestStore, plan: InputPlan, estimates: Mapping[str, Estimate] | None = None
+) -> None:
     """Add the plan's shards to the manifest; refuse if the file changed after submitting."""
     with store.update(plan.input_name, input_sha256=plan.input_sha256) as manifest:
         submitted = [s for s in manifest.shards.values() if s.state != "pending"]
@@ -103,6 +109,11 @@ def register_plan(store: ManifestStore, plan: InputPlan) -> None:
         manifest.shards = {
             s.shard_id: manifest.shards.get(s.shard_id) or _new_record(s) for s in plan.shards
         }
+        for shard_id, estimate in (estimates or {}).items():
+            record = manifest.shards[shard_id]
+            record.estimated_input_tokens = estimate.input_tokens
+            record.estimated_output_tokens = estimate.output_tokens
+            record.estimated_cost = estimate.cost
 
 
 def _new_record(shard: Shard) -> ShardRecord:
@@ -125,13 +136,17 @@ def _submit_shard(
     completion_window: str,
     assume_not_created: bool,
     adopted: str | None,
-    before_create: Callable[[Shard], None] | None,
+    gate: QueueGate | None,
 ) -> SubmitOutcome:
     manifest = store.load(name)
     assert manifest is not None
     record = manifest.shards[shard.shard_id]
     if record.batch_id:
         return SubmitOutcome(shard.shard_id, record.batch_id, reused=True)
+    if record.terminal:
+        return SubmitOutcome(
+            shard.shard_id, None, reused=False, waiting="cancelled before submission"
+        )
     if adopted:
         batch = client.retrieve_batch(adopted, provider=shard.provider)
         _record_batch(store, name, shard.shard_id, BatchView.of(batch, shard.provider))
@@ -143,14 +158,18 @@ def _submit_shard(
             return SubmitOutcome(shard.shard_id, found.id, reused=True)
         log.info("%s: shard %s has no batch at the gateway; creating it", name, shard.shard_id)
 
+    waiting = gate.admit(record) if gate is not None else None
+    if waiting != record.waiting:
+        store.record(name, shard.shard_id, waiting=waiting)
+    if waiting:
+        return SubmitOutcome(shard.shard_id, None, reused=False, waiting=waiting)
+
     traits = provider_traits(shard.provider)
     input_file_id = record.input_file_id
     if traits.submit_mode == "file" and not input_file_id:
         uploaded = client.upload_file(shard.path, provider=shard.provider)
         input_file_id = uploaded.id
         store.record(name, shard.shard_id, input_file_id=input_file_id)
-    if before_create is not None:
-        before_create(shard)
 
     store.record(name, shard.shard_id, state="creating", intent_at=time.time())
     try:

@@ -1,19 +1,36 @@
 """The pipeline's assets: validated shards -> submitted batches -> results and errors Parquet."""
 
+import time
 from collections.abc import Iterator
 
 import dagster as dg
 from pydantic import Field
 
-from batch_pipeline.collect import CollectError, CollectReport, collect_partition, load_plan
+from batch_pipeline.alerts import error_rate
+from batch_pipeline.collect import (
+    CollectError,
+    CollectReport,
+    collect_partition,
+    delete_batch_files,
+    load_plan,
+)
+from batch_pipeline.costs import (
+    BudgetExceeded,
+    PriceTableError,
+    check_plan_budget,
+    plan_estimates,
+)
 from batch_pipeline.defs.partitions import input_files
 from batch_pipeline.defs.resources import GatewayResource, PipelineSettings
 from batch_pipeline.inputs import InputRejected, prepare_input
 from batch_pipeline.layout import LayoutError
+from batch_pipeline.outcomes import build_outcomes
+from batch_pipeline.queue_limits import QueueGate
 from batch_pipeline.results import ERRORS_SCHEMA, RESULTS_SCHEMA
 from batch_pipeline.submit import SubmissionError, submit_plan
 
 INVARIANT_CHECK = "every_input_line_accounted_for"
+ERROR_RATE_CHECK = "error_rate_below_threshold"
 
 
 def _table_schema(schema) -> dg.TableSchema:
@@ -84,6 +101,15 @@ def submitted_batches(
     name = context.partition_key
     try:
         plan = load_plan(layout, name)
+        estimates = plan_estimates(plan, pipeline.price_table())
+        new_cost = check_plan_budget(
+            store,
+            name,
+            estimates,
+            per_file=pipeline.max_cost_per_file_usd,
+            per_day=pipeline.max_cost_per_day_usd,
+            now=time.time(),
+        )
         with gateway.client() as client:
             outcomes = submit_plan(
                 client,
@@ -92,10 +118,16 @@ def submitted_batches(
                 completion_window=pipeline.completion_window,
                 assume_not_created=config.assume_not_created,
                 adopt=config.adopt,
+                estimates=estimates,
+                gate=QueueGate(store, pipeline.max_enqueued_tokens),
             )
-    except (SubmissionError, CollectError) as exc:
+    except (SubmissionError, CollectError, BudgetExceeded, PriceTableError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+    for outcome in outcomes:
+        if outcome.waiting:
+            context.log.info(f"shard {outcome.shard_id} waits: {outcome.waiting}")
     manifest = store.load(name)
+    records = list(manifest.shards.values()) if manifest else []
     rows = [
         dg.TableRecord(
             {
@@ -106,16 +138,22 @@ def submitted_batches(
                 "endpoint": s.endpoint,
                 "requests": s.request_count,
                 "created_at": s.created_at or 0.0,
+                "estimated_cost_usd": round(s.estimated_cost or 0.0, 6),
+                "waiting": s.waiting or "",
             }
         )
-        for s in (manifest.shards.values() if manifest else [])
+        for s in records
     ]
     return dg.MaterializeResult(
         metadata={
             "manifest": dg.MetadataValue.path(str(store.path(name))),
-            "batch_ids": dg.MetadataValue.json([o.batch_id for o in outcomes]),
-            "batches_created": sum(not o.reused for o in outcomes),
+            "batch_ids": dg.MetadataValue.json([o.batch_id for o in outcomes if o.batch_id]),
+            "batches_created": sum(bool(o.batch_id) and not o.reused for o in outcomes),
             "batches_reused": sum(o.reused for o in outcomes),
+            "shards_waiting": sum(bool(o.waiting) for o in outcomes),
+            "estimated_cost_usd": round(sum(s.estimated_cost or 0.0 for s in records), 6),
+            "estimated_cost_submitted_now_usd": round(new_cost, 6),
+            "estimated_input_tokens": sum(s.estimated_input_tokens for s in records),
             "batches": dg.MetadataValue.table(rows),
         }
     )
@@ -146,7 +184,12 @@ def submitted_batches(
             asset="batch_results",
             blocking=True,
             description="Each line of the input file is in exactly one row of results or errors.",
-        )
+        ),
+        dg.AssetCheckSpec(
+            ERROR_RATE_CHECK,
+            asset="batch_errors",
+            description="Warns when the share of failed requests passes max_error_rate.",
+        ),
     ],
     pool="bifrost_gateway",
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
@@ -155,16 +198,24 @@ def collected_batches(
     context: dg.AssetExecutionContext, gateway: GatewayResource, pipeline: PipelineSettings
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     name = context.partition_key
+    store = pipeline.store()
     try:
         with gateway.client() as client:
-            report = collect_partition(client, pipeline.layout(), pipeline.store(), name)
-    except CollectError as exc:
+            report = collect_partition(
+                client, pipeline.layout(), store, name, prices=pipeline.price_table()
+            )
+            if pipeline.delete_files_after_collect and report.invariant.passed:
+                for problem in delete_batch_files(client, store, name):
+                    context.log.warning(f"cleanup: {problem}")
+    except (CollectError, PriceTableError) as exc:
         raise dg.Failure(description=str(exc)) from None
-    yield from collect_events(report)
+    yield from collect_events(report, max_error_rate=pipeline.max_error_rate)
 
 
-def collect_events(report: CollectReport) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """Materializations of both tables and the invariant check, from one collect."""
+def collect_events(
+    report: CollectReport, *, max_error_rate: float
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Materializations of both tables, the invariant and the error-rate checks, from one collect."""
     yield dg.MaterializeResult(
         asset_key="batch_results",
         metadata={
@@ -174,6 +225,8 @@ def collect_events(report: CollectReport) -> Iterator[dg.MaterializeResult | dg.
             "prompt_tokens": report.prompt_tokens,
             "completion_tokens": report.completion_tokens,
             "total_tokens": report.total_tokens,
+            "cost_usd": round(report.cost_usd, 6),
+            "unpriced_models": ", ".join(report.unpriced_models) or "none",
             "batch_ids": dg.MetadataValue.json(sorted(report.batches)),
         },
     )
@@ -203,4 +256,40 @@ def collect_events(report: CollectReport) -> Iterator[dg.MaterializeResult | dg.
             "duplicate_lines_sample": dg.MetadataValue.json(inv.duplicate_lines),
             "unexpected_count": inv.unexpected_count,
         },
+    )
+    rate = error_rate(
+        report.errors_rows, report.results_rows + report.errors_rows, threshold=max_error_rate
+    )
+    yield dg.AssetCheckResult(
+        check_name=ERROR_RATE_CHECK,
+        asset_key="batch_errors",
+        passed=rate.passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=rate.description,
+        metadata={"errors_by_stage": dg.MetadataValue.json(report.errors_by_stage)},
+    )
+
+
+@dg.asset(
+    deps=["batch_results", "batch_errors"],
+    kinds={"parquet", "duckdb"},
+    group_name="batches",
+    description="One row per (original input file, custom_id) with its final outcome across "
+    "every attempt: the latest success, else the latest error "
+    "(data/outcomes/original_file=<name>/).",
+)
+def batch_outcomes(
+    context: dg.AssetExecutionContext, pipeline: PipelineSettings
+) -> dg.MaterializeResult:
+    files = build_outcomes(pipeline.layout())
+    for built in files:
+        if built.rebuilt:
+            context.log.info(f"{built.original}: {built.rows} outcomes -> {built.path}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": sum(f.rows for f in files),
+            "path": dg.MetadataValue.path(str(pipeline.layout().root / "outcomes")),
+            "files": dg.MetadataValue.json({f.original: f.rows for f in files}),
+            "rebuilt": sum(f.rebuilt for f in files),
+        }
     )

@@ -8,6 +8,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
+from batch_pipeline.costs import PriceTable
 from batch_pipeline.gateway import BifrostClient, Timeouts
 from batch_pipeline.inputs import InputOptions
 from batch_pipeline.layout import DataLayout
@@ -61,12 +62,42 @@ class PipelineSettings(dg.ConfigurableResource):
     inbox_settle_seconds: float = Field(
         default=2.0, description="An inbox file must be unchanged this long before it is taken"
     )
+    prices_file: str = Field(
+        default="",
+        description='JSON {"provider/model": {"input_per_1m", "output_per_1m", '
+        '"batch_discount"}} overriding the shipped price table',
+    )
+    max_cost_per_file_usd: float | None = Field(
+        default=None, description="Refuse to submit a file whose estimated cost is higher"
+    )
+    max_cost_per_day_usd: float | None = Field(
+        default=None, description="Refuse to submit past this estimated spend per UTC day"
+    )
+    max_enqueued_tokens: dict[str, int] = Field(
+        default_factory=dict,
+        description='Per "provider/model": estimated input tokens allowed in flight; '
+        "shards wait until they fit",
+    )
+    max_retry_attempts: int = Field(default=3, description="Attempts per request, retries included")
+    stuck_grace_hours: float = Field(
+        default=6.0, description="Warn when a batch runs this long past its expires_at"
+    )
+    retention_margin_days: float = Field(
+        default=3.0, description="Warn when uncollected results are this close to deletion"
+    )
+    max_error_rate: float = Field(default=0.2, description="Warn above this share of errors")
+    delete_files_after_collect: bool = Field(
+        default=False, description="Delete uploaded and provider output files after a collect"
+    )
 
     def layout(self) -> DataLayout:
         return DataLayout.at(self.data_root)
 
     def store(self) -> ManifestStore:
         return ManifestStore(self.layout().root / "batches")
+
+    def price_table(self) -> PriceTable:
+        return PriceTable.load(self.prices_file or None)
 
     def input_options(self) -> InputOptions:
         return InputOptions(

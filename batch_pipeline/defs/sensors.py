@@ -6,11 +6,13 @@ import time
 
 import dagster as dg
 
-from batch_pipeline.defs.jobs import collect_job, submit_job
+from batch_pipeline.alerts import retention_risk, stuck_batches
+from batch_pipeline.defs.checks import RETENTION_CHECK, STUCK_CHECK, finding_evaluation
+from batch_pipeline.defs.jobs import collect_job, outcomes_job, submit_job
 from batch_pipeline.defs.partitions import input_files
 from batch_pipeline.defs.resources import GatewayResource, PipelineSettings
 from batch_pipeline.gateway import GatewayError
-from batch_pipeline.poll import poll_in_flight
+from batch_pipeline.poll import PollReport, poll_in_flight
 
 # Submitting costs money, so the inbox sensor starts stopped unless asked for (make ui does).
 _AUTOSUBMIT = os.environ.get("BATCH_PIPELINE_AUTOSUBMIT", "") == "1"
@@ -49,12 +51,14 @@ def inbox_sensor(
 
 
 @dg.sensor(
-    job=collect_job,
+    jobs=[collect_job, submit_job],
     minimum_interval_seconds=_interval("BATCH_PIPELINE_STATUS_INTERVAL", 30),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Polls in-flight batches (bounded per tick, round-robin), records their "
-    "progress as observations, and requests one collect run per file once all its batches "
-    "are terminal; a failed collect is requested again, up to max_collect_attempts.",
+    "progress as observations, requests one collect run per file once all its batches "
+    "are terminal (again after a failed one, up to max_collect_attempts), asks for another "
+    "submit run when batches finish and shards wait on queue limits, and reports the stuck "
+    "and retention checks.",
 )
 def batch_status_sensor(
     context: dg.SensorEvaluationContext, gateway: GatewayResource, pipeline: PipelineSettings
@@ -73,46 +77,91 @@ def batch_status_sensor(
     for problem in report.problems[:20]:
         context.log.warning(problem)
 
+    def known(name: str) -> bool:
+        return context.instance.has_dynamic_partition(input_files.name, name)
+
     observations = [
         dg.AssetObservation(
             asset_key="submitted_batches",
             partition=name,
             metadata={
                 "batches": dg.MetadataValue.json(
-                    {
-                        v.id: {"status": v.status, **(v.counts.model_dump() if v.counts else {})}
-                        for v in views
-                    }
+                    {v.id: {"status": v.status, **v.counts.model_dump()} for v in views}
                 )
             },
         )
         for name, views in report.updated.items()
-        if context.instance.has_dynamic_partition(input_files.name, name)
+        if known(name)
     ]
-    run_requests = _collect_requests(context, report.ready, pipeline.max_collect_attempts)
+    run_requests = _collect_requests(
+        context, [n for n in report.ready if known(n)], pipeline.max_collect_attempts
+    )
+    # Shards held back by queue limits get another submit run each time a batch finishes.
+    run_requests += [
+        dg.RunRequest(
+            job_name=submit_job.name,
+            partition_key=name,
+            run_key=f"submit-waiting:{name}:{report.finished_batches}",
+        )
+        for name in report.waiting
+        if known(name)
+    ]
+    alerts, failing = _alert_evaluations(report, pipeline, cursor.get("failing", {}), known)
+    events = [*observations, *alerts]
     return dg.SensorResult(
         run_requests=run_requests,
-        asset_events=observations,
-        cursor=json.dumps({"offset": report.next_offset}),
+        asset_events=events,
+        cursor=json.dumps({"offset": report.next_offset, "failing": failing}),
         skip_reason=None
-        if run_requests or observations
+        if run_requests or events
         else f"{report.in_flight} batches in flight, {report.polled} polled, none changed",
     )
+
+
+def _alert_evaluations(
+    report: PollReport, pipeline: PipelineSettings, failing: dict[str, list[str]], known
+) -> tuple[list[dg.AssetCheckEvaluation], dict[str, list[str]]]:
+    """Stuck and retention findings, reported only when a file's verdict changes."""
+    now = time.time()
+    layout = pipeline.layout()
+    findings = {}
+    for name, manifest in report.manifests.items():
+        if not known(name):
+            continue
+        findings[(STUCK_CHECK, name)] = stuck_batches(
+            manifest, now=now, grace_seconds=pipeline.stuck_grace_hours * 3600
+        )
+        findings[(RETENTION_CHECK, name)] = retention_risk(
+            manifest,
+            now=now,
+            margin_days=pipeline.retention_margin_days,
+            collected=layout.results_file(name).exists(),
+        )
+    before = {(check, name) for check, names in failing.items() for name in names}
+    evaluations = [
+        finding_evaluation(name, check, finding)
+        for (check, name), finding in findings.items()
+        if (not finding.passed) != ((check, name) in before)
+    ]
+    now_failing: dict[str, list[str]] = {}
+    for (check, name), finding in sorted(findings.items()):
+        if not finding.passed:
+            now_failing.setdefault(check, []).append(name)
+    return evaluations, now_failing
 
 
 def _collect_requests(
     context: dg.SensorEvaluationContext, ready: list[str], max_attempts: int
 ) -> list[dg.RunRequest]:
     """One collect run per ready file not yet collected; after a failed one, one more."""
-    known = [n for n in ready if context.instance.has_dynamic_partition(input_files.name, n)]
-    if not known:
+    if not ready:
         return []
     status = (
-        context.instance.get_status_by_partition(dg.AssetKey("batch_results"), known, input_files)
+        context.instance.get_status_by_partition(dg.AssetKey("batch_results"), ready, input_files)
         or {}
     )
     requests = []
-    for name in known:
+    for name in ready:
         state = status.get(name)
         if state in (dg.AssetPartitionStatus.MATERIALIZED, dg.AssetPartitionStatus.IN_PROGRESS):
             continue
@@ -125,5 +174,20 @@ def _collect_requests(
         if failed >= max_attempts:
             context.log.warning(f"{name}: collect failed {failed} times; launch it by hand")
             continue
-        requests.append(dg.RunRequest(partition_key=name, run_key=f"collect:{name}:{failed}"))
+        requests.append(
+            dg.RunRequest(
+                job_name=collect_job.name, partition_key=name, run_key=f"collect:{name}:{failed}"
+            )
+        )
     return requests
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[collect_job],
+    request_job=outcomes_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Rebuilds the outcomes view after every successful collect.",
+)
+def outcomes_after_collect(context: dg.RunStatusSensorContext) -> dg.RunRequest:
+    return dg.RunRequest(run_key=f"outcomes:{context.dagster_run.run_id}")

@@ -17,6 +17,15 @@ ERROR_STAGES: tuple[str, ...] = (
 
 COLLECTED_AT_TYPE = pa.timestamp("us", tz="UTC")
 
+# Columns with one value per collect, filled in by the writer: which input file a request
+# first came from and which attempt this is (retry waves write `<name>.retry-<n>` files).
+PARTITION_FIELDS = (
+    pa.field("original_file", pa.string()),
+    pa.field("attempt", pa.int32()),
+    pa.field("collected_at", COLLECTED_AT_TYPE),
+)
+PARTITION_COLUMNS = tuple(f.name for f in PARTITION_FIELDS)
+
 RESULTS_SCHEMA = pa.schema(
     [
         pa.field("custom_id", pa.string()),
@@ -34,7 +43,7 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("completion_tokens", pa.int64()),
         pa.field("total_tokens", pa.int64()),
         pa.field("body", pa.string()),
-        pa.field("collected_at", COLLECTED_AT_TYPE),
+        *PARTITION_FIELDS,
     ]
 )
 
@@ -50,13 +59,15 @@ ERRORS_SCHEMA = pa.schema(
         pa.field("error_message", pa.string()),
         pa.field("retryable", pa.bool_()),
         pa.field("raw", pa.string()),
-        pa.field("collected_at", COLLECTED_AT_TYPE),
+        *PARTITION_FIELDS,
     ]
 )
 
-# Row value tuples in the writer's hot path follow these orders (collected_at is added on write);
-# each ends with its table's bulkiest column (body, raw), which the writer buffers as raw bytes.
-RESULT_COLUMNS: tuple[str, ...] = tuple(n for n in RESULTS_SCHEMA.names if n != "collected_at")
-ERROR_COLUMNS: tuple[str, ...] = tuple(n for n in ERRORS_SCHEMA.names if n != "collected_at")
+# Row value tuples in the writer's hot path follow these orders (the partition columns are added
+# on write); each ends with its table's bulkiest column (body, raw), buffered as raw bytes.
+RESULT_COLUMNS: tuple[str, ...] = tuple(
+    n for n in RESULTS_SCHEMA.names if n not in PARTITION_COLUMNS
+)
+ERROR_COLUMNS: tuple[str, ...] = tuple(n for n in ERRORS_SCHEMA.names if n not in PARTITION_COLUMNS)
 
 assert RESULT_COLUMNS[-1] == "body" and ERROR_COLUMNS[-1] == "raw"

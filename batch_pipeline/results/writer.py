@@ -130,15 +130,16 @@ class _TableSink:
         self._rows: list[tuple[Any, ...]] = []
         self._text = _TextBuffer()
         self._embedding_bytes = 0
-        self._collected_at_micros = 0
+        self._constants: tuple[pa.Scalar, ...] = ()
         self.rows = 0
         self.tmp: Path | None = None
         self._writer: pq.ParquetWriter | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
 
-    def open(self, collected_at_micros: int, executor: ThreadPoolExecutor) -> None:
-        self._collected_at_micros = collected_at_micros
+    def open(self, constants: tuple[pa.Scalar, ...], executor: ThreadPoolExecutor) -> None:
+        """Start the temp file; `constants` are the partition columns' values, in order."""
+        self._constants = constants
         self._executor = executor
         self.target.parent.mkdir(parents=True, exist_ok=True)
         # Hidden and not *.parquet, so dataset readers globbing the folder never pick it up;
@@ -178,8 +179,7 @@ class _TableSink:
             for values, type_ in zip(zip(*self._rows, strict=True), self._types, strict=True)
         ]
         arrays.append(self._text.to_array())
-        stamp = pa.array([self._collected_at_micros] * count, type=pa.int64())
-        arrays.append(stamp.view(COLLECTED_AT_TYPE))
+        arrays.extend(pa.repeat(value, count) for value in self._constants)
         self._rows.clear()
         self._text = _TextBuffer()  # the batch still references the old buffer's memory
         self._embedding_bytes = 0
@@ -243,6 +243,8 @@ class PartitionWriter:
         errors_path: Path,
         *,
         collected_at: datetime,
+        original_file: str | None = None,
+        attempt: int | None = None,
         rows_per_batch: int = 10_000,
         max_batch_bytes: int = 8 * 1024 * 1024,
     ) -> None:
@@ -251,6 +253,11 @@ class PartitionWriter:
         if rows_per_batch < 1 or max_batch_bytes < 1:
             raise ValueError("rows_per_batch and max_batch_bytes must be positive")
         self.collected_at = collected_at.astimezone(UTC)
+        self._constants = (
+            pa.scalar(original_file, pa.string()),
+            pa.scalar(attempt, pa.int32()),
+            pa.scalar(self.collected_at, COLLECTED_AT_TYPE),
+        )
         self._results = _TableSink(
             Path(results_path), RESULTS_SCHEMA, RESULT_COLUMNS, rows_per_batch, max_batch_bytes
         )
@@ -265,11 +272,10 @@ class PartitionWriter:
         self._total_tokens = 0
 
     def __enter__(self) -> PartitionWriter:
-        micros = int(self.collected_at.timestamp()) * 1_000_000 + self.collected_at.microsecond
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
         try:
-            self._results.open(micros, self._executor)
-            self._errors.open(micros, self._executor)
+            self._results.open(self._constants, self._executor)
+            self._errors.open(self._constants, self._executor)
         except BaseException:
             self._abort()
             raise

@@ -20,12 +20,28 @@ def test_definitions_load_and_are_complete() -> None:
     defs = _defs()
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for a in defs.assets for k in a.keys}
-    assert keys == {"batch_input", "submitted_batches", "batch_results", "batch_errors"}
-    assert {s.name for s in defs.sensors} == {"inbox_sensor", "batch_status_sensor"}
+    assert keys == {
+        "batch_input",
+        "submitted_batches",
+        "batch_results",
+        "batch_errors",
+        "batch_outcomes",
+    }
+    assert {s.name for s in defs.sensors} == {
+        "inbox_sensor",
+        "batch_status_sensor",
+        "outcomes_after_collect",
+    }
     assert {s.name for s in defs.schedules} == {"inbox_schedule"}
-    assert {"submit_job", "collect_job"} <= {j.name for j in defs.resolve_all_job_defs()}
-    checks = {c.name for a in defs.assets for c in getattr(a, "check_specs", [])}
-    assert "every_input_line_accounted_for" in checks
+    jobs = {j.name for j in defs.resolve_all_job_defs()}
+    assert {"submit_job", "collect_job", "outcomes_job", "retry_job", "cancel_job"} <= jobs
+    checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
+    assert checks == {
+        "every_input_line_accounted_for",
+        "error_rate_below_threshold",
+        "no_stuck_batches",
+        "results_collected_before_retention",
+    }
 
 
 def test_workspace_yaml_loads_with_the_dagster_cli(tmp_path: Path) -> None:

@@ -109,6 +109,8 @@ def test_completed_batch_rows_carry_the_batch_context(
         "completion_tokens": 2,
         "total_tokens": 7,
         "body": None,
+        "original_file": None,
+        "attempt": None,
         "collected_at": collected_at,
     }
     assert json.loads(results["a"]["body"]) == chat_body("alpha")

@@ -36,11 +36,13 @@ def test_empty_tables_are_written_with_the_full_schema(
     assert writer.stats.errors_by_stage == {}
 
 
-def test_keyword_rows_fill_missing_columns_with_null_and_stamp_collected_at(
+def test_keyword_rows_fill_missing_columns_with_null_and_stamp_the_partition_columns(
     tmp_path: Path, collected_at: datetime
 ) -> None:
     results, errors = paths(tmp_path)
-    with PartitionWriter(results, errors, collected_at=collected_at) as writer:
+    with PartitionWriter(
+        results, errors, collected_at=collected_at, original_file="reviews", attempt=2
+    ) as writer:
         writer.add_result(custom_id="a", input_line=3, embedding=[0.5, 1.0], prompt_tokens=7)
         writer.add_result(custom_id="b", total_tokens=2, completion_tokens=1)
         writer.add_error(custom_id="c", stage="input", retryable=False, error_message="bad line")
@@ -50,6 +52,7 @@ def test_keyword_rows_fill_missing_columns_with_null_and_stamp_collected_at(
     assert rows[0]["embedding"] == [0.5, 1.0]
     assert rows[0]["body"] is None
     assert rows[0]["collected_at"] == collected_at
+    assert {(r["original_file"], r["attempt"]) for r in rows} == {("reviews", 2)}
     assert read_rows(errors) == [
         {
             "custom_id": "c",
@@ -62,6 +65,8 @@ def test_keyword_rows_fill_missing_columns_with_null_and_stamp_collected_at(
             "error_message": "bad line",
             "retryable": False,
             "raw": None,
+            "original_file": "reviews",
+            "attempt": 2,
             "collected_at": collected_at,
         }
     ]
