@@ -8,25 +8,26 @@ the batches in flight finish; the status sensor then asks for another submit run
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from batch_pipeline.manifest import ManifestStore, ShardRecord
+from batch_pipeline.manifest import Manifest, ShardRecord
 
 
 class QueueGate:
     """Admits a shard when the estimated tokens in flight for its provider/model stay under cap."""
 
-    def __init__(self, store: ManifestStore, caps: Mapping[str, int]) -> None:
+    def __init__(self, manifests: Iterable[Manifest], caps: Mapping[str, int]) -> None:
         self.caps = dict(caps)
         self.enqueued: dict[str, int] = defaultdict(int)
         if self.caps:
-            for manifest in store.all():
+            for manifest in manifests:
                 for record in manifest.shards.values():
                     if record.in_flight:
                         self.enqueued[_key(record)] += record.estimated_input_tokens
 
     def admit(self, record: ShardRecord) -> str | None:
-        """None when the shard may be created now (and count it), else why it waits."""
+        """None when the shard may be created now (and count it), else why it waits.
+        A shard larger than the cap on its own goes when nothing else is enqueued."""
         key = _key(record)
         cap = self.caps.get(key)
         if cap is None:

@@ -119,7 +119,7 @@ def submitted_batches(
                 assume_not_created=config.assume_not_created,
                 adopt=config.adopt,
                 estimates=estimates,
-                gate=QueueGate(store, pipeline.max_enqueued_tokens),
+                gate=QueueGate(store.all(), pipeline.max_enqueued_tokens),
             )
     except (SubmissionError, CollectError, BudgetExceeded, PriceTableError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None

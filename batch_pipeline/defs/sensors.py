@@ -13,6 +13,7 @@ from batch_pipeline.defs.partitions import input_files
 from batch_pipeline.defs.resources import GatewayResource, PipelineSettings
 from batch_pipeline.gateway import GatewayError
 from batch_pipeline.poll import PollReport, poll_in_flight
+from batch_pipeline.queue_limits import QueueGate
 
 # Submitting costs money, so the inbox sensor starts stopped unless asked for (make ui does).
 _AUTOSUBMIT = os.environ.get("BATCH_PIPELINE_AUTOSUBMIT", "") == "1"
@@ -96,7 +97,8 @@ def batch_status_sensor(
     run_requests = _collect_requests(
         context, [n for n in report.ready if known(n)], pipeline.max_collect_attempts
     )
-    # Shards held back by queue limits get another submit run each time a batch finishes.
+    # Shards held back by queue limits get another submit run once one of them fits.
+    gate = QueueGate(report.manifests.values(), pipeline.max_enqueued_tokens)
     run_requests += [
         dg.RunRequest(
             job_name=submit_job.name,
@@ -104,7 +106,7 @@ def batch_status_sensor(
             run_key=f"submit-waiting:{name}:{report.finished_batches}",
         )
         for name in report.waiting
-        if known(name)
+        if known(name) and any(gate.admit(s) is None for s in report.manifests[name].waiting)
     ]
     alerts, failing = _alert_evaluations(report, pipeline, cursor.get("failing", {}), known)
     events = [*observations, *alerts]
