@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("batch_pipeline.runner", "run the whole pipeline over FILE... in the foreground"),
     "demo": ("batch_pipeline.demo", "run the pipeline over the samples on the embedded gateway"),
     "ui": ("batch_pipeline.ui", "open the Dagster UI with the embedded gateway emulator running"),
+    "retry": ("batch_pipeline.retry", "write the next retry wave of a file into the inbox"),
+    "cancel": ("batch_pipeline.cancel", "cancel a file's in-flight batches"),
 }
 
 

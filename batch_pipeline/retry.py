@@ -7,8 +7,10 @@ original are read off its name, so every row can say which attempt and file it b
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,3 +78,42 @@ def write_retry_wave(
             if number in lines:
                 out.write(raw if raw.endswith(b"\n") else raw + b"\n")
     return RetryWave(target, wave, attempt + 1, len(lines), created=True)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "name", help="the input file (partition) whose errors to retry, e.g. reviews"
+    )
+    parser.add_argument(
+        "--data-dir", default="data", metavar="DIR", help="data root (default: data)"
+    )
+    parser.add_argument(
+        "--include-non-retryable",
+        action="store_true",
+        help="also retry validation and 4xx errors (they usually fail again)",
+    )
+    parser.add_argument(
+        "--max-attempts", type=int, default=3, help="attempts per request (default 3)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """`batch-pipeline retry NAME`: write the next retry wave into the inbox."""
+    from batch_pipeline.layout import LayoutError
+
+    try:
+        wave = write_retry_wave(
+            DataLayout.at(args.data_dir),
+            args.name,
+            include_non_retryable=args.include_non_retryable,
+            max_attempts=args.max_attempts,
+        )
+    except (RetryError, LayoutError) as exc:
+        print(f"batch-pipeline retry: {exc}", file=sys.stderr)
+        return 1
+    if wave is None:
+        print(f"{args.name}: nothing to retry")
+    else:
+        verb = "wrote" if wave.created else "already there:"
+        print(f"{verb} {wave.path} ({wave.requests} requests, attempt {wave.attempt})")
+    return 0

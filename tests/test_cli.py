@@ -1,0 +1,52 @@
+"""The command line: every sub-command has --help; retry and cancel work and fail in one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pipeline_support import chat_lines, write_input
+
+from batch_pipeline.cli import COMMANDS, main
+from batch_pipeline.gateway import BifrostClient
+from batch_pipeline.inputs import InputOptions, prepare_input
+from batch_pipeline.layout import DataLayout
+from batch_pipeline.manifest import ManifestStore
+from batch_pipeline.submit import submit_plan
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_help(command: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "batch_pipeline.cli", command, "--help"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0 and "usage: batch-pipeline" in done.stdout
+
+
+def test_retry_of_an_uncollected_file_says_why(tmp_path: Path, capsys) -> None:
+    assert main(["retry", "nothing", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not collected yet" in err
+
+
+def test_cancel_from_the_command_line(emulator_factory, tmp_path: Path, capsys) -> None:
+    emulator = emulator_factory(validation_delay=30.0)
+    layout = DataLayout.at(tmp_path)
+    plan = prepare_input(
+        write_input(tmp_path, "c", chat_lines(2)), layout.staging("c"), InputOptions()
+    )
+    store = ManifestStore(tmp_path / "batches")
+    with BifrostClient(emulator.base_url) as client:
+        submit_plan(client, store, plan)
+    assert main(["cancel", "c", "--data-dir", str(tmp_path), "--gateway", emulator.base_url]) == 0
+    assert "cancel requested for 1 batch(es)" in capsys.readouterr().out
+    record = next(iter(store.load("c").shards.values()))
+    assert record.status in ("cancelling", "cancelled")
+    assert (
+        main(["cancel", "nope", "--data-dir", str(tmp_path), "--gateway", emulator.base_url]) == 1
+    )
+    assert "nothing was submitted" in capsys.readouterr().err
