@@ -175,8 +175,10 @@ def _submit_shard(
     try:
         created = _create(client, name, shard, input_file_id, completion_window)
     except GatewayStatusError as exc:
-        if exc.status_code < 500:
-            store.record(name, shard.shard_id, state="pending", intent_at=None)
+        if exc.status_code < 500 and exc.status_code != 408:
+            # A refusal: nothing was created. Upload again next time, in case the file was
+            # what the gateway refused (expired, deleted, from another gateway).
+            store.record(name, shard.shard_id, state="pending", intent_at=None, input_file_id=None)
             raise SubmissionError(f"{name}: shard {shard.shard_id} refused: {exc}") from None
         raise _uncertain(client, store, name, shard, exc) from None
     except (GatewayTimeoutError, GatewayConnectionError) as exc:
@@ -190,24 +192,20 @@ def _submit_shard(
 
 def _create(client: BifrostClient, name: str, shard: Shard, input_file_id: str | None, window: str):
     """One create, asked again only after a 429 (a refusal: nothing was created)."""
-    traits = provider_traits(shard.provider)
+    source = (
+        {"requests_jsonl": shard.path}
+        if provider_traits(shard.provider).submit_mode == "inline"
+        else {"input_file_id": input_file_id}
+    )
     deadline = time.monotonic() + MAX_RATE_LIMIT_WAIT_SECONDS
     while True:
         try:
-            if traits.submit_mode == "inline":
-                return client.create_batch(
-                    model=f"{shard.provider}/{shard.model}",
-                    endpoint=shard.endpoint,
-                    requests_jsonl=shard.path,
-                    completion_window=window,
-                    metadata={SHARD_KEY: shard.shard_id, INPUT_KEY: name},
-                )
             return client.create_batch(
                 model=f"{shard.provider}/{shard.model}",
                 endpoint=shard.endpoint,
-                input_file_id=input_file_id,
                 completion_window=window,
                 metadata={SHARD_KEY: shard.shard_id, INPUT_KEY: name},
+                **source,
             )
         except RateLimitError as exc:
             wait = exc.retry_after if exc.retry_after is not None else 2.0

@@ -126,7 +126,10 @@ def test_refused_create_clears_the_intent(emulator, client, tmp_path: Path) -> N
         submit_plan(client, store, plan)
     record = store.load("f").shards[plan.shards[0].shard_id]
     assert record.state == "pending" and record.intent_at is None
+    assert record.input_file_id is None  # the refused upload is not reused
     assert counters(emulator.base_url)["batches_created"] == 0
+    submit_plan(client, store, plan)  # uploads again and creates
+    assert creates_per_shard(emulator.base_url) == {plan.shards[0].shard_id: 1}
 
 
 def test_anthropic_unknown_outcome_stops_until_resolved(emulator, client, tmp_path: Path) -> None:
