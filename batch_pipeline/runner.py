@@ -18,6 +18,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from batch_pipeline.manifest import ManifestStore
+
 DEFAULT_GATEWAY = "http://localhost:8080"
 # The foreground run prints its own progress; Dagster's per-event console log is for the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -189,9 +191,19 @@ def run_files(
             cursor = tick.cursor
             _print_progress(progress, layout, waiting)
             for request in tick.run_requests or []:
-                name = request.partition_key
-                if name not in waiting:
-                    continue
+                # shards held by queue limits now fit: submit them (collect is decided below)
+                if request.job_name == "submit_job" and request.partition_key in waiting:
+                    dg.materialize(
+                        [batch_input, submitted_batches],
+                        partition_key=request.partition_key,
+                        instance=instance,
+                        resources=resources,
+                        run_config=QUIET,
+                        raise_on_error=False,
+                    )
+            # Every file whose batches all ended is collected now, even one collected by an
+            # earlier run (the sensor would skip it): a foreground run always ends in Parquet.
+            for name in [n for n in waiting if _all_terminal(layout, n)]:
                 result = dg.materialize(
                     [collected_batches],
                     partition_key=name,
@@ -251,9 +263,12 @@ def _failure_message(result) -> str:
     return "failed"
 
 
-def _print_progress(progress, layout, waiting: list[str]) -> None:
-    from batch_pipeline.manifest import ManifestStore
+def _all_terminal(layout, name: str) -> bool:
+    manifest = ManifestStore(layout.root / "batches").load(name)
+    return manifest is not None and manifest.all_terminal
 
+
+def _print_progress(progress, layout, waiting: list[str]) -> None:
     store = ManifestStore(layout.root / "batches")
     for name in waiting:
         manifest = store.load(name)
@@ -271,8 +286,6 @@ def _print_progress(progress, layout, waiting: list[str]) -> None:
 
 def _collect_outcome(name: str, result, layout) -> FileOutcome:
     import pyarrow.parquet as pq
-
-    from batch_pipeline.manifest import ManifestStore
 
     if not result.success:
         return FileOutcome(name, ok=False, message=_failure_message(result))

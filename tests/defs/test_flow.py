@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _run(emulator, root: Path, names: list[str], **kwargs):
     files = [p for n in names for p in (root / "inbox").glob(f"{n}.jsonl")]
+    kwargs.setdefault("timeout", 60.0)  # a stuck run fails the test instead of hanging it
     return run_files(
         files,
         gateway_url=emulator.base_url,
@@ -96,6 +97,16 @@ def test_samples_end_to_end(emulator, tmp_path: Path) -> None:
     assert before == 4
     again = _run(emulator, tmp_path, ["*"])  # a second run reuses every batch
     assert again.ok and counters(emulator.base_url)["batches_created"] == before
+
+
+def test_run_twice_on_a_persistent_instance(emulator, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    write_input(tmp_path, "twice", chat_lines(4, fail={2: 400}))
+    first = _run(emulator, tmp_path, ["twice"])
+    second = _run(emulator, tmp_path, ["twice"])  # already collected: collected again, not stuck
+    assert first.ok and second.ok
+    assert [(f.results, f.errors) for f in second.files] == [(3, 1)]
+    assert counters(emulator.base_url)["batches_created"] == 1
 
 
 def test_mixed_openai_and_anthropic_run(emulator, tmp_path: Path) -> None:
