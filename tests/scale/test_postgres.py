@@ -1,0 +1,191 @@
+"""deploy/dagster.yaml on a real PostgreSQL server: the instance loads, the gateway pool limit is
+stored there, and the whole pipeline runs through the real daemon with its runs in Postgres."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+from pipeline_support import counters
+from postgres_server import free_port
+
+from batch_pipeline.defs.assets import INVARIANT_CHECK, collected_batches, submitted_batches
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "data" / "inbox" / "support_tickets.jsonl"
+GATEWAY_POOL = "bifrost_gateway"
+DAGSTER_DEV = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml"]
+LOCATION_QUERY = (
+    "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+    "locationOrLoadError { __typename } } } } }"
+)
+
+
+def _dagster(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dagster", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_instance_info_loads_the_postgres_config(pg_dagster_home, postgres_server, postgres_db):
+    home, env = pg_dagster_home
+    info = _dagster(["instance", "info"], env)
+    assert info.returncode == 0, info.stderr[-3000:]
+    for storage in ("PostgresRunStorage", "PostgresEventLogStorage", "PostgresScheduleStorage"):
+        assert storage in info.stdout
+    assert env["DAGSTER_PG_PASSWORD"] not in info.stdout + info.stderr
+    tables = {
+        row[0] for row in postgres_server.query(postgres_db, "select tablename from pg_tables")
+    }
+    assert {"runs", "event_logs", "jobs", "concurrency_limits"} <= tables
+    assert not (home / "history").exists(), "SQLite run storage was created next to dagster.yaml"
+
+
+@pytest.mark.slow  # dagster-postgres retries the connection for about 13 s before giving up
+def test_a_wrong_password_is_refused_and_not_echoed(pg_dagster_home):
+    _, env = pg_dagster_home
+    wrong = "not-the-Password-42"
+    info = _dagster(["instance", "info"], {**env, "DAGSTER_PG_PASSWORD": wrong})
+    assert info.returncode != 0
+    assert wrong not in info.stdout + info.stderr
+
+
+def test_the_gateway_pool_limit_is_kept_in_postgres(pg_dagster_home, postgres_server, postgres_db):
+    assert submitted_batches.op.pool == collected_batches.op.pool == GATEWAY_POOL
+    _, env = pg_dagster_home
+    done = _dagster(["instance", "concurrency", "set", GATEWAY_POOL, "2"], env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = postgres_server.query(
+        postgres_db, 'select concurrency_key, "limit", using_default_limit from concurrency_limits'
+    )
+    assert rows == [(GATEWAY_POOL, "2", "f")]
+
+
+def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(
+                f"dagster dev exited ({proc.returncode}) while waiting for {what}:\n"
+                f"{log.read_text()[-3000:]}"
+            )
+        if predicate():
+            return
+        time.sleep(1)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def dagster_dev_on_postgres(emulator, pg_dagster_home, tmp_path: Path):
+    """`dagster dev -w workspace.yaml` on the Postgres instance; stopped at teardown."""
+    home, env = pg_dagster_home
+    data = tmp_path / "data"
+    (data / "inbox").mkdir(parents=True)
+    port = free_port()
+    env = {
+        **env,
+        "BIFROST_BASE_URL": emulator.base_url,
+        "BATCH_PIPELINE_DATA_ROOT": str(data),
+        "BATCH_PIPELINE_AUTOSUBMIT": "1",
+        "BATCH_PIPELINE_INBOX_INTERVAL": "1",
+        "BATCH_PIPELINE_STATUS_INTERVAL": "1",
+    }
+    log = tmp_path / "dagster-dev.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*DAGSTER_DEV, "-p", str(port), "-h", "127.0.0.1"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield {"proc": proc, "port": port, "data": data, "log": log, "home": home}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_daemon_runs_an_inbox_file_to_parquet_on_postgres(
+    dagster_dev_on_postgres, emulator, postgres_server, postgres_db
+) -> None:
+    dev = dagster_dev_on_postgres
+    proc, port, data, log = dev["proc"], dev["port"], dev["data"], dev["log"]
+
+    def location_loaded() -> bool:
+        try:
+            answer = httpx.post(
+                f"http://127.0.0.1:{port}/graphql", json={"query": LOCATION_QUERY}, timeout=5
+            )
+        except httpx.HTTPError:
+            return False
+        entries = answer.json()["data"]["workspaceOrError"]["locationEntries"]
+        return any(
+            e["name"] == "batch_pipeline"
+            and e["loadStatus"] == "LOADED"
+            and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+            for e in entries
+        )
+
+    _wait(location_loaded, 120, "the code location to load", proc, log)
+    shutil.copy(SAMPLE, data / "inbox" / SAMPLE.name)
+
+    outputs = [
+        data / kind / "input_file=support_tickets" / "part-0.parquet"
+        for kind in ("results", "errors")
+    ]
+    _wait(lambda: all(p.exists() for p in outputs), 300, "the Parquet of both tables", proc, log)
+
+    rows = duckdb.sql(
+        f"""select count(*) filter (where t = 'r'), count(*) filter (where t = 'e'),
+                   count(distinct input_line), min(input_line), max(input_line)
+            from (select input_line, 'r' t from read_parquet('{outputs[0]}')
+                  union all
+                  select input_line, 'e' t from read_parquet('{outputs[1]}'))"""
+    ).fetchall()
+    assert rows == [(37, 3, 40, 1, 40)]
+    assert counters(emulator.base_url)["batches_created"] == 1
+
+    def runs_done() -> bool:
+        return {r[0] for r in _runs(postgres_server, postgres_db)} >= {"submit_job", "collect_job"}
+
+    _wait(runs_done, 60, "both runs to succeed in Postgres", proc, log)
+    runs = _runs(postgres_server, postgres_db)
+    assert sorted(runs) == [("collect_job", "SUCCESS"), ("submit_job", "SUCCESS")]
+    invariant = postgres_server.query(
+        postgres_db,
+        "select check_name, execution_status from asset_check_executions "
+        f"where check_name = '{INVARIANT_CHECK}'",
+    )
+    assert invariant == [(INVARIANT_CHECK, "SUCCEEDED")]
+    pools = postgres_server.query(
+        postgres_db, 'select concurrency_key, "limit", using_default_limit from concurrency_limits'
+    )
+    assert pools == [(GATEWAY_POOL, "4", "t")], "the default pool limit of deploy/dagster.yaml"
+    assert not (dev["home"] / "history").exists(), "runs went to SQLite, not Postgres"
+
+
+def _runs(server, db: str) -> list[tuple[str, ...]]:
+    return server.query(
+        db, "select pipeline_name, status from runs where status in ('SUCCESS', 'FAILURE')"
+    )
