@@ -267,7 +267,11 @@ def test_helm_code_location_matches_the_image(values, dockerfile) -> None:
 def test_helm_env_names_are_read_by_the_code_and_keys_come_from_secrets(values) -> None:
     (deployment,) = values["dagster-user-deployments"]["deployments"]
     env = deployment["env"]
-    assert env["BATCH_PIPELINE_DATA_ROOT"].startswith("s3://")
+    # one shared volume at the data root, mounted in the code location and in every run pod
+    mount = env["BATCH_PIPELINE_DATA_ROOT"]
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    for where in (deployment, launcher):
+        assert mount in [m["mountPath"] for m in where["volumeMounts"]]
     assert "BIFROST_BASE_URL" in env
     assert "BIFROST_API_KEY" not in env, "the key must come from a Secret (envSecrets)"
     assert deployment["envSecrets"], "BIFROST_API_KEY comes from a Secret"
