@@ -13,7 +13,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from dagster_dev_support import free_port
 
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
 SERVER_USER = "postgres"
@@ -44,12 +45,6 @@ def find_bindir() -> Path | None:
     on_path = shutil.which("initdb")
     candidates = [*debian, *([Path(on_path).resolve().parent] if on_path else [])]
     return next((d for d in candidates if all((d / tool).exists() for tool in TOOLS)), None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)

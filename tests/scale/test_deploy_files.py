@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from postgres_server import free_port
+from dagster_dev_support import free_port
 
 from batch_pipeline.defs.assets import collected_batches, submitted_batches
 

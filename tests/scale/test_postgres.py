@@ -3,30 +3,22 @@ stored there, and the whole pipeline runs through the real daemon with its runs 
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
-import httpx
 import pytest
+from dagster_dev_support import DagsterDev, dagster_dev, pipeline_env
 from pipeline_support import counters
-from postgres_server import free_port
 
 from batch_pipeline.defs.assets import INVARIANT_CHECK, collected_batches, submitted_batches
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "inbox" / "support_tickets.jsonl"
 GATEWAY_POOL = "bifrost_gateway"
-DAGSTER_DEV = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml"]
-LOCATION_QUERY = (
-    "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
-    "locationOrLoadError { __typename } } } } }"
-)
 
 
 def _dagster(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -75,86 +67,29 @@ def test_the_gateway_pool_limit_is_kept_in_postgres(pg_dagster_home, postgres_se
     assert rows == [(GATEWAY_POOL, "2", "f")]
 
 
-def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(
-                f"dagster dev exited ({proc.returncode}) while waiting for {what}:\n"
-                f"{log.read_text()[-3000:]}"
-            )
-        if predicate():
-            return
-        time.sleep(1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture
-def dagster_dev_on_postgres(emulator, pg_dagster_home, tmp_path: Path):
+def dagster_dev_on_postgres(emulator, pg_dagster_home, tmp_path: Path) -> Iterator[DagsterDev]:
     """`dagster dev -w workspace.yaml` on the Postgres instance; stopped at teardown."""
-    home, env = pg_dagster_home
-    data = tmp_path / "data"
-    (data / "inbox").mkdir(parents=True)
-    port = free_port()
-    env = {
-        **env,
-        "BIFROST_BASE_URL": emulator.base_url,
-        "BATCH_PIPELINE_DATA_ROOT": str(data),
-        "BATCH_PIPELINE_AUTOSUBMIT": "1",
-        "BATCH_PIPELINE_INBOX_INTERVAL": "1",
-        "BATCH_PIPELINE_STATUS_INTERVAL": "1",
-    }
-    log = tmp_path / "dagster-dev.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*DAGSTER_DEV, "-p", str(port), "-h", "127.0.0.1"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield {"proc": proc, "port": port, "data": data, "log": log, "home": home}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    _, env = pg_dagster_home
+    (tmp_path / "data" / "inbox").mkdir(parents=True)
+    env = pipeline_env(env, emulator.base_url, tmp_path / "data")
+    with dagster_dev(env, tmp_path / "dagster-dev.log") as dev:
+        yield dev
 
 
 @pytest.mark.slow
 def test_daemon_runs_an_inbox_file_to_parquet_on_postgres(
-    dagster_dev_on_postgres, emulator, postgres_server, postgres_db
+    dagster_dev_on_postgres, emulator, pg_dagster_home, postgres_server, postgres_db, tmp_path
 ) -> None:
-    dev = dagster_dev_on_postgres
-    proc, port, data, log = dev["proc"], dev["port"], dev["data"], dev["log"]
-
-    def location_loaded() -> bool:
-        try:
-            answer = httpx.post(
-                f"http://127.0.0.1:{port}/graphql", json={"query": LOCATION_QUERY}, timeout=5
-            )
-        except httpx.HTTPError:
-            return False
-        entries = answer.json()["data"]["workspaceOrError"]["locationEntries"]
-        return any(
-            e["name"] == "batch_pipeline"
-            and e["loadStatus"] == "LOADED"
-            and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
-            for e in entries
-        )
-
-    _wait(location_loaded, 120, "the code location to load", proc, log)
+    dev, data = dagster_dev_on_postgres, tmp_path / "data"
+    dev.wait(dev.location_loaded, 120, "the code location to load")
     shutil.copy(SAMPLE, data / "inbox" / SAMPLE.name)
 
     outputs = [
         data / kind / "input_file=support_tickets" / "part-0.parquet"
         for kind in ("results", "errors")
     ]
-    _wait(lambda: all(p.exists() for p in outputs), 300, "the Parquet of both tables", proc, log)
+    dev.wait(lambda: all(p.exists() for p in outputs), 300, "the Parquet of both tables")
 
     rows = duckdb.sql(
         f"""select count(*) filter (where t = 'r'), count(*) filter (where t = 'e'),
@@ -169,7 +104,7 @@ def test_daemon_runs_an_inbox_file_to_parquet_on_postgres(
     def runs_done() -> bool:
         return {r[0] for r in _runs(postgres_server, postgres_db)} >= {"submit_job", "collect_job"}
 
-    _wait(runs_done, 60, "both runs to succeed in Postgres", proc, log)
+    dev.wait(runs_done, 60, "both runs to succeed in Postgres")
     runs = _runs(postgres_server, postgres_db)
     assert sorted(runs) == [("collect_job", "SUCCESS"), ("submit_job", "SUCCESS")]
     invariant = postgres_server.query(
@@ -182,7 +117,7 @@ def test_daemon_runs_an_inbox_file_to_parquet_on_postgres(
         postgres_db, 'select concurrency_key, "limit", using_default_limit from concurrency_limits'
     )
     assert pools == [(GATEWAY_POOL, "4", "t")], "the default pool limit of deploy/dagster.yaml"
-    assert not (dev["home"] / "history").exists(), "runs went to SQLite, not Postgres"
+    assert not (pg_dagster_home[0] / "history").exists(), "runs went to SQLite, not Postgres"
 
 
 def _runs(server, db: str) -> list[tuple[str, ...]]:
