@@ -273,19 +273,10 @@ class BatchCreateResponse(GatewayModel):
     extra_fields: BifrostResponseExtraFields | None = None
 
 
-class BatchRetrieveResponse(GatewayModel):
-    """A batch as returned by GET /v1/batches/{id} and inside a batch list."""
+class BatchRetrieveResponse(BatchCreateResponse):
+    """A batch as returned by GET /v1/batches/{id} and inside a batch list: the create answer's
+    fields plus the lifecycle timestamps, batch errors and provider-specific progress."""
 
-    id: str
-    object: str | None = None
-    endpoint: Endpoint = None
-    input_file_id: str | None = None
-    completion_window: str | None = None
-    status: Status = None
-    request_counts: BatchRequestCounts | None = None
-    metadata: dict[str, str] | None = None
-    created_at: int | None = None
-    expires_at: int | None = None
     in_progress_at: int | None = None
     finalizing_at: int | None = None
     completed_at: int | None = None
@@ -293,16 +284,10 @@ class BatchRetrieveResponse(GatewayModel):
     expired_at: int | None = None
     cancelling_at: int | None = None
     cancelled_at: int | None = None
-    output_file_id: str | None = None
-    error_file_id: str | None = None
     errors: BatchErrors | None = None
-    processing_status: str | None = None
-    results_url: str | None = None
     archived_at: int | None = None
-    operation_name: str | None = None
     done: bool | None = None
     progress: int | None = None
-    extra_fields: BifrostResponseExtraFields | None = None
 
 
 class BatchListResponse(GatewayModel):
