@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast lint format ui emulator bench clean
+.PHONY: venv demo test test-fast lint format ui emulator bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ ui: $(STAMP)
 
 emulator: $(STAMP)
 	$(BIN)/batch-pipeline emulator
+
+# Benchmarks: ours vs a baseline and a floor in the same run (see bench/README.md).
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run_all.py --quick
 
 clean:
 	rm -rf $(VENV) .dagster_home .pytest_cache .ruff_cache

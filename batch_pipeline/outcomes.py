@@ -2,7 +2,7 @@
 across every attempt: the latest success, else the latest error.
 
 Built with DuckDB straight from the results and errors Parquet, so it streams and spills to
-disk instead of holding a file's rows in memory. An original file is rebuilt only when one of
+disk (under staging/.duckdb) past MEMORY_LIMIT instead of holding a file's rows in memory. An original file is rebuilt only when one of
 its partitions changed since its outcomes were written.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from batch_pipeline.layout import DataLayout, fsync_dir
 from batch_pipeline.retry import attempt_of
 
-MEMORY_LIMIT = "512MB"
+MEMORY_LIMIT = "256MB"
 
 _QUERY = """
 copy (
@@ -82,6 +82,7 @@ def build_outcomes(layout: DataLayout) -> list[OutcomesFile]:
     scratch.mkdir(parents=True, exist_ok=True)
     with duckdb.connect() as db:
         db.execute(f"set memory_limit = '{MEMORY_LIMIT}'")
+        db.execute("set preserve_insertion_order = false")  # lets big sorts stream and spill
         db.execute(f"set temp_directory = {_quote(scratch)}")
         for original, names in _partitions(layout).items():
             target = layout.root / "outcomes" / f"original_file={original}" / "part-0.parquet"
