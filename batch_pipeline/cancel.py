@@ -8,9 +8,9 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from batch_pipeline.gateway import BatchView, BifrostClient, GatewayStatusError
+from batch_pipeline.gateway import BifrostClient
 from batch_pipeline.manifest import ManifestStore
-from batch_pipeline.submit import status_fields
+from batch_pipeline.submit import cancel_and_record
 
 CANCELLED = "cancelled"
 
@@ -24,31 +24,23 @@ class CancelReport:
 
 def cancel_partition(client: BifrostClient, store: ManifestStore, name: str) -> CancelReport:
     """Cancel what is still running of input file `name` and record it in its manifest."""
-    manifest = store.load(name)
-    if manifest is None:
+    if store.load(name) is None:
         raise FileNotFoundError(f"{name}: nothing was submitted, so there is nothing to cancel")
     report = CancelReport()
-    for record in manifest.shards.values():
+    with store.update(name) as current:
+        # under the lock, so a submit cannot create what is being cancelled: it checks first
+        for record in current.shards.values():
+            if record.batch_id is None and record.state == "creating":
+                record.cancel_requested = True  # its create may have made a batch: cancel that
+            elif record.batch_id is None and not record.terminal:
+                record.status, record.terminal, record.waiting = CANCELLED, True, None
+                report.never_submitted.append(record.shard_id)
+    for record in current.shards.values():
         if record.batch_id is None:
-            if record.state == "creating":
-                # an unknown create may still surface; leave it for submit to reconcile
-                continue
-            store.record(name, record.shard_id, status=CANCELLED, terminal=True, waiting=None)
-            report.never_submitted.append(record.shard_id)
-        elif record.terminal:
+            continue
+        if record.terminal or not cancel_and_record(client, store, name, record):
             report.already_finished.append(record.batch_id)
         else:
-            try:
-                answer = client.cancel_batch(record.batch_id, provider=record.provider)
-            except GatewayStatusError as exc:
-                if exc.status_code not in (400, 409):
-                    raise
-                # it finished meanwhile: the next poll records how
-                report.already_finished.append(record.batch_id)
-                continue
-            store.record(
-                name, record.shard_id, **status_fields(BatchView.of(answer, record.provider))
-            )
             report.cancelled.append(record.batch_id)
     return report
 

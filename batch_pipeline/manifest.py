@@ -17,9 +17,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from batch_pipeline.layout import atomic_write
+from batch_pipeline.layout import atomic_write, check_name
 
 ShardState = Literal["pending", "creating", "submitted"]
+
+
+class ManifestBusy(Exception):
+    """Another process holds the same work on the same input file."""
 
 
 class ShardRecord(BaseModel):
@@ -49,6 +53,8 @@ class ShardRecord(BaseModel):
     estimated_cost: float | None = None
     waiting: str | None = None  # why a pending shard is held back (queue limits)
     files_deleted: bool = False
+    cancel_requested: bool = False  # asked while its create was in flight: cancel once known
+    not_found_since: float | None = None  # first 404 of a retrieve, cleared by an answer
 
     @property
     def in_flight(self) -> bool:
@@ -74,8 +80,9 @@ class Manifest(BaseModel):
 
     @property
     def all_terminal(self) -> bool:
-        """Every shard's batch ended, or the shard was cancelled before it had one."""
-        return bool(self.shards) and all(s.terminal for s in self.shards.values())
+        """Every shard's batch ended, or the shard was cancelled before it had one (a file with
+        no valid request has no shard: it is ready at once)."""
+        return all(s.terminal for s in self.shards.values())
 
 
 class ManifestStore:
@@ -85,7 +92,21 @@ class ManifestStore:
         self.dir = batches_dir
 
     def path(self, name: str) -> Path:
-        return self.dir / f"{name}.json"
+        return self.dir / f"{check_name(name)}.json"
+
+    @contextmanager
+    def exclusive(self, name: str, what: str) -> Iterator[None]:
+        """Hold `what` (e.g. "submit") for one input file across processes, or refuse at once."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / f".{check_name(name)}.{what}.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ManifestBusy(f"{name}: another {what} of this file is running") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def all(self) -> list[Manifest]:
         """Every manifest (small JSON files, read fresh)."""
@@ -107,7 +128,7 @@ class ManifestStore:
     def update(self, name: str, *, input_sha256: str | None = None) -> Iterator[Manifest]:
         """Lock, load (or start) the manifest, let the caller change it, save it atomically."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / f".{name}.lock", "a") as lock:
+        with open(self.dir / f".{check_name(name)}.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 manifest = self.load(name)

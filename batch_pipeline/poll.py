@@ -18,6 +18,8 @@ from batch_pipeline.submit import status_fields
 # Some providers answer 404 for a short while right after create (an Anthropic quirk).
 NOT_FOUND_GRACE_SECONDS = 300.0
 GONE_STATUS = "not_found"
+# Batches asked for at once; between chunks the sweep checks its deadline.
+POLL_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -67,45 +69,29 @@ def poll_in_flight(
     *,
     max_batches: int = 500,
     offset: int = 0,
+    deadline_seconds: float | None = None,
     now: float | None = None,
 ) -> PollReport:
-    """Retrieve up to `max_batches` in-flight batches from `offset` on; persist what changed."""
+    """Retrieve up to `max_batches` in-flight batches from `offset` on; persist what changed.
+
+    Batches are asked for in chunks; none is started past `deadline_seconds`, so a slow gateway
+    shortens the sweep (the next one starts where this one stopped) instead of stretching it.
+    """
+    started = time.monotonic()
     refs = in_flight_batches(store.all())
     report = PollReport(in_flight=len(refs))
     if refs:
         start = offset % len(refs)
         window = (refs[start:] + refs[:start])[:max_batches]
-        report.next_offset = (start + len(window)) % len(refs)
-        answers = client.retrieve_batches([(r.batch_id, r.provider) for r in window])
-        now = time.time() if now is None else now
-        by_name: dict[str, dict[str, BatchView]] = defaultdict(dict)
-        lost: dict[str, list[str]] = defaultdict(list)
-        for ref in window:
-            answer = answers.get(ref.batch_id)
-            if isinstance(answer, NotFoundError):
-                if now - (ref.created_at or now) < NOT_FOUND_GRACE_SECONDS:
-                    continue
-                report.problems.append(f"{ref.name}: batch {ref.batch_id} is gone: {answer}")
-                lost[ref.name].append(ref.shard_id)
-                continue
-            if isinstance(answer, GatewayError) or answer is None:
-                report.problems.append(f"{ref.name}: batch {ref.batch_id}: {answer}")
-                continue
-            by_name[ref.name][ref.shard_id] = BatchView.of(answer, ref.provider)
-        report.polled = len(window)
-        for name in by_name.keys() | lost.keys():
-            with store.update(name) as manifest:
-                for shard_id, view in by_name[name].items():
-                    record = manifest.shards[shard_id]
-                    before = (record.status, record.request_counts)
-                    for key, value in status_fields(view).items():
-                        setattr(record, key, value)
-                    if (record.status, record.request_counts) != before:
-                        report.updated[name].append(view)
-                for shard_id in lost[name]:
-                    # The gateway no longer knows the batch: collect accounts its requests as missing.
-                    manifest.shards[shard_id].status = GONE_STATUS
-                    manifest.shards[shard_id].terminal = True
+        answers: dict[str, object] = {}
+        for begin in range(0, len(window), POLL_CHUNK):
+            if deadline_seconds is not None and time.monotonic() - started > deadline_seconds:
+                break
+            chunk = window[begin : begin + POLL_CHUNK]
+            answers.update(client.retrieve_batches([(r.batch_id, r.provider) for r in chunk]))
+            report.polled += len(chunk)
+        report.next_offset = (start + report.polled) % len(refs)
+        _record_answers(store, window[: report.polled], answers, report, now or time.time())
     report.manifests = {m.input_file: m for m in store.all()}
     for name, manifest in report.manifests.items():
         if manifest.all_terminal:
@@ -114,3 +100,57 @@ def poll_in_flight(
             report.waiting.append(name)
         report.finished_batches += sum(1 for s in manifest.shards.values() if s.terminal)
     return report
+
+
+def _record_answers(
+    store: ManifestStore, refs: list[BatchRef], answers: dict, report: PollReport, now: float
+) -> None:
+    """Write each batch's new status to its manifest, one locked update per input file.
+
+    A 404 marks a batch gone only when it persists for NOT_FOUND_GRACE_SECONDS (and not in the
+    first minutes after create); when every batch of a provider answers 404 at once, the setup
+    (gateway URL, virtual key) is suspect, not the batches, and nothing is marked.
+    """
+    by_provider: dict[str, list[bool]] = defaultdict(list)
+    for ref in refs:
+        by_provider[ref.provider].append(isinstance(answers.get(ref.batch_id), NotFoundError))
+    setup_fault = {p for p, missing in by_provider.items() if len(missing) > 1 and all(missing)}
+    for provider in setup_fault:
+        report.problems.append(
+            f"every {provider} batch polled answers 404: check the gateway URL and key; "
+            "no batch is marked gone"
+        )
+    by_name: dict[str, list[BatchRef]] = defaultdict(list)
+    for ref in refs:
+        by_name[ref.name].append(ref)
+    for name, name_refs in by_name.items():
+        with store.update(name) as manifest:
+            for ref in name_refs:
+                record = manifest.shards[ref.shard_id]
+                answer = answers.get(ref.batch_id)
+                if isinstance(answer, NotFoundError):
+                    if (
+                        ref.provider in setup_fault
+                        or now - (ref.created_at or now) < NOT_FOUND_GRACE_SECONDS
+                    ):
+                        continue
+                    if record.not_found_since is None:
+                        record.not_found_since = now
+                    if now - record.not_found_since < NOT_FOUND_GRACE_SECONDS:
+                        report.problems.append(
+                            f"{name}: batch {ref.batch_id} answers 404: {answer}"
+                        )
+                        continue
+                    # Gone for good: collect accounts its requests as `missing`.
+                    report.problems.append(f"{name}: batch {ref.batch_id} is gone: {answer}")
+                    record.status, record.terminal = GONE_STATUS, True
+                elif isinstance(answer, GatewayError) or answer is None:
+                    report.problems.append(f"{name}: batch {ref.batch_id}: {answer}")
+                else:
+                    view = BatchView.of(answer, ref.provider)  # type: ignore[arg-type]
+                    before = (record.status, record.request_counts)
+                    for key, value in status_fields(view).items():
+                        setattr(record, key, value)
+                    record.not_found_since = None
+                    if (record.status, record.request_counts) != before:
+                        report.updated[name].append(view)

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from batch_pipeline.costs import Estimate
 from batch_pipeline.gateway import (
@@ -24,8 +25,8 @@ from batch_pipeline.gateway import (
     GatewayTimeoutError,
     RateLimitError,
 )
-from batch_pipeline.inputs import InputPlan, Shard
-from batch_pipeline.manifest import ManifestStore, ShardRecord
+from batch_pipeline.inputs import InputOptions, InputPlan, Shard, content_sha256, prepare_input
+from batch_pipeline.manifest import ManifestBusy, ManifestStore, ShardRecord
 from batch_pipeline.providers import provider_traits
 from batch_pipeline.queue_limits import QueueGate
 
@@ -35,6 +36,8 @@ SHARD_KEY = "bp_shard"
 INPUT_KEY = "bp_input"
 # A 429 on create is a refusal (nothing was created), so waiting and asking again is safe.
 MAX_RATE_LIMIT_WAIT_SECONDS = 120.0
+# After a create whose answer was lost, a gateway may list the batch only a little later.
+CREATE_SETTLE_SECONDS = 60.0
 
 
 class SubmissionError(Exception):
@@ -63,28 +66,54 @@ def submit_plan(
     adopt: Mapping[str, str] | None = None,
     estimates: Mapping[str, Estimate] | None = None,
     gate: QueueGate | None = None,
+    settle_seconds: float = CREATE_SETTLE_SECONDS,
 ) -> list[SubmitOutcome]:
     """Make sure every shard of `plan` has exactly one batch; reuse the ones it already has.
 
     `assume_not_created` and `adopt` (shard id -> batch id) resolve an uncertain create by hand.
-    `estimates` (by shard id) are recorded in the manifest; `gate` may hold shards back.
+    `estimates` (by shard id) are recorded in the manifest; `gate` may hold shards back. An
+    interrupted create is only taken as "no batch" once `settle_seconds` have passed since it.
+    Two submits of the same file never run at once (the second is refused).
     """
-    register_plan(store, plan, estimates or {})
-    outcomes = []
-    for shard in plan.shards:
-        outcomes.append(
-            _submit_shard(
-                client,
-                store,
-                plan.input_name,
-                shard,
-                completion_window=completion_window,
-                assume_not_created=shard.shard_id in assume_not_created,
-                adopted=(adopt or {}).get(shard.shard_id),
-                gate=gate,
-            )
+    try:
+        with store.exclusive(plan.input_name, "submit"):
+            register_plan(store, plan, estimates or {})
+            return [
+                _submit_shard(
+                    client,
+                    store,
+                    plan.input_name,
+                    shard,
+                    completion_window=completion_window,
+                    assume_not_created=shard.shard_id in assume_not_created,
+                    adopted=(adopt or {}).get(shard.shard_id),
+                    gate=gate,
+                    settle_seconds=settle_seconds,
+                )
+                for shard in plan.shards
+            ]
+    except ManifestBusy as exc:
+        raise SubmissionError(f"{exc}; nothing was sent") from None
+
+
+def plan_to_submit(
+    store: ManifestStore, name: str, path: Path, staging: Path, options: InputOptions
+) -> InputPlan:
+    """The plan of an input file: prepared now, or, once any of its shards was sent, the plan
+    those shards came from, untouched (re-sharding then would orphan paid batches)."""
+    manifest = store.load(name)
+    sent = manifest is not None and any(
+        s.state != "pending" or s.batch_id for s in manifest.shards.values()
+    )
+    existing = InputPlan.load(staging) if sent else None
+    if existing is None:
+        return prepare_input(path, staging, options)
+    if content_sha256(path) != existing.input_sha256:
+        raise SubmissionError(
+            f"{name}: the input file changed after its batches were submitted; its staging is "
+            "kept as submitted. Put the new content under a new file name"
         )
-    return outcomes
+    return existing
 
 
 def register_plan(
@@ -137,6 +166,7 @@ def _submit_shard(
     assume_not_created: bool,
     adopted: str | None,
     gate: QueueGate | None,
+    settle_seconds: float,
 ) -> SubmitOutcome:
     manifest = store.load(name)
     assert manifest is not None
@@ -149,13 +179,20 @@ def _submit_shard(
         )
     if adopted:
         batch = client.retrieve_batch(adopted, provider=shard.provider)
-        _record_batch(store, name, shard.shard_id, BatchView.of(batch, shard.provider))
+        _record_batch(client, store, name, shard.shard_id, BatchView.of(batch, shard.provider))
         return SubmitOutcome(shard.shard_id, adopted, reused=True)
     if record.state == "creating" and not assume_not_created:
         found = _reconcile(client, name, record)
         if found is not None:
-            _record_batch(store, name, shard.shard_id, found)
+            _record_batch(client, store, name, shard.shard_id, found)
             return SubmitOutcome(shard.shard_id, found.id, reused=True)
+        age = time.time() - (record.intent_at or 0.0)
+        if age < settle_seconds:
+            raise SubmissionUncertain(
+                f"{name}: the create of shard {shard.shard_id} was sent {age:.0f}s ago and its "
+                f"batch is not listed yet; re-run after {settle_seconds:.0f}s so a slow create is "
+                "not doubled"
+            )
         log.info("%s: shard %s has no batch at the gateway; creating it", name, shard.shard_id)
 
     waiting = gate.admit(record) if gate is not None else None
@@ -171,7 +208,11 @@ def _submit_shard(
         input_file_id = uploaded.id
         store.record(name, shard.shard_id, input_file_id=input_file_id)
 
-    store.record(name, shard.shard_id, state="creating", intent_at=time.time())
+    with store.update(name) as manifest:
+        current = manifest.shards[shard.shard_id]
+        if current.terminal or current.batch_id:  # cancelled or made meanwhile
+            return SubmitOutcome(shard.shard_id, current.batch_id, reused=bool(current.batch_id))
+        current.state, current.intent_at = "creating", time.time()
     try:
         created = _create(client, name, shard, input_file_id, completion_window)
     except GatewayStatusError as exc:
@@ -186,8 +227,25 @@ def _submit_shard(
             store.record(name, shard.shard_id, state="pending", intent_at=None)
             raise SubmissionError(f"{name}: shard {shard.shard_id} not sent: {exc}") from None
         raise _uncertain(client, store, name, shard, exc) from None
-    _record_batch(store, name, shard.shard_id, BatchView.of(created, shard.provider))
+    _record_batch(client, store, name, shard.shard_id, BatchView.of(created, shard.provider))
     return SubmitOutcome(shard.shard_id, created.id, reused=False)
+
+
+def _record_batch(
+    client: BifrostClient, store: ManifestStore, name: str, shard_id: str, view: BatchView
+) -> None:
+    """Record a shard's batch; cancel it at once if the file was cancelled meanwhile."""
+    record = store.record(
+        name,
+        shard_id,
+        state="submitted",
+        batch_id=view.id,
+        created_at=view.created_at or time.time(),
+        **status_fields(view),
+    )
+    if record.cancel_requested and not record.terminal:
+        log.info("%s: cancelling batch %s, asked while it was being created", name, view.id)
+        cancel_and_record(client, store, name, record)
 
 
 def _create(client: BifrostClient, name: str, shard: Shard, input_file_id: str | None, window: str):
@@ -227,7 +285,7 @@ def _uncertain(
     except GatewayError:
         found = None
     if found is not None:
-        _record_batch(store, name, shard.shard_id, found)
+        _record_batch(client, store, name, shard.shard_id, found)
         return SubmissionUncertain(
             f"{name}: shard {shard.shard_id} reconciled to {found.id}; re-run"
         )
@@ -264,15 +322,20 @@ def _reconcile(client: BifrostClient, name: str, record: ShardRecord) -> BatchVi
     return None
 
 
-def _record_batch(store: ManifestStore, name: str, shard_id: str, view: BatchView) -> None:
-    store.record(
-        name,
-        shard_id,
-        state="submitted",
-        batch_id=view.id,
-        created_at=view.created_at or time.time(),
-        **status_fields(view),
-    )
+def cancel_and_record(
+    client: BifrostClient, store: ManifestStore, name: str, record: ShardRecord
+) -> bool:
+    """Cancel one shard's batch and record its state as the gateway then reports it (a cancel
+    answer lacks the output files and deadlines). False when it had finished already."""
+    try:
+        client.cancel_batch(record.batch_id, provider=record.provider)  # type: ignore[arg-type]
+    except GatewayStatusError as exc:
+        if exc.status_code not in (400, 409):
+            raise
+        return False  # it finished meanwhile: the next poll records how
+    batch = client.retrieve_batch(record.batch_id, provider=record.provider)  # type: ignore[arg-type]
+    store.record(name, record.shard_id, **status_fields(BatchView.of(batch, record.provider)))
+    return True
 
 
 def status_fields(view: BatchView) -> dict:

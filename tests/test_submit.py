@@ -103,7 +103,11 @@ def test_server_error_on_create_stops_then_rerun_creates_once(
         submit_plan(client, store, plan)
     record = store.load("d").shards[plan.shards[0].shard_id]
     assert record.state == "creating" and record.batch_id is None
-    submit_plan(client, store, plan)  # reconciles: no batch carries the shard id, so create it
+    with pytest.raises(SubmissionUncertain, match="not listed yet"):
+        submit_plan(client, store, plan)  # too soon: a slow create might still show up
+    assert counters(emulator.base_url)["batches_created"] == 0
+    # once settled: no batch carries the shard id, so create it
+    submit_plan(client, store, plan, settle_seconds=0)
     assert creates_per_shard(emulator.base_url) == {plan.shards[0].shard_id: 1}
 
 
@@ -155,3 +159,56 @@ def test_changed_input_after_submission_is_refused(emulator, client, tmp_path: P
     changed = _plan(tmp_path, "g", chat_lines(4))
     with pytest.raises(SubmissionError, match="changed after its batches were submitted"):
         submit_plan(client, store, changed)
+
+
+def test_two_submits_of_one_file_never_run_at_once(emulator, client, tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "h", chat_lines(3))
+    store = ManifestStore(tmp_path / "batches")
+    with store.exclusive("h", "submit"), pytest.raises(SubmissionError, match="another submit"):
+        submit_plan(client, store, plan)
+    assert counters(emulator.base_url)["files_uploaded"] == 0
+    submit_plan(client, store, plan)
+    assert creates_per_shard(emulator.base_url) == {plan.shards[0].shard_id: 1}
+
+
+def test_cancel_during_a_create_cancels_the_batch_it_made(emulator, client, tmp_path: Path) -> None:
+    from batch_pipeline.cancel import cancel_partition
+
+    plan = _plan(
+        tmp_path, "k", chat_lines(3), max_requests=1, max_bytes=10**6, max_bytes_per_request=10**5
+    )
+    store = ManifestStore(tmp_path / "batches")
+    register_plan(store, plan)
+    first, second, third = (s.shard_id for s in plan.shards)
+    store.record("k", first, state="creating", intent_at=1.0)  # its create is "in flight"
+    report = cancel_partition(client, store, "k")
+    assert sorted(report.never_submitted) == sorted([second, third])
+    submit_plan(client, store, plan)  # the in-flight create lands: its batch is cancelled at once
+    manifest = store.load("k")
+    assert manifest.shards[first].batch_id and manifest.shards[first].status in (
+        "cancelling",
+        "cancelled",
+    )
+    assert manifest.shards[second].batch_id is None and manifest.shards[second].terminal
+    assert counters(emulator.base_url)["batches_created"] == 1
+
+
+def test_plan_is_frozen_once_shards_were_sent(emulator, client, tmp_path: Path) -> None:
+    from batch_pipeline.submit import plan_to_submit
+
+    layout = DataLayout.at(tmp_path)
+    path = write_input(tmp_path, "m", chat_lines(6))
+    store = ManifestStore(tmp_path / "batches")
+    small = InputOptions(
+        limits={"openai": ShardLimits(max_requests=2, max_bytes=10**6, max_bytes_per_request=10**5)}
+    )
+    plan = plan_to_submit(store, "m", path, layout.staging("m"), small)
+    submit_plan(client, store, plan)
+    # other sharding settings later: the submitted plan stands (re-sharding would orphan batches)
+    again = plan_to_submit(store, "m", path, layout.staging("m"), InputOptions())
+    assert [s.shard_id for s in again.shards] == [s.shard_id for s in plan.shards]
+    # a changed file is refused, and its staging is left as submitted
+    write_input(tmp_path, "m", chat_lines(7))
+    with pytest.raises(SubmissionError, match="changed after its batches were submitted"):
+        plan_to_submit(store, "m", path, layout.staging("m"), small)
+    assert InputPlan.load(layout.staging("m")).input_sha256 == plan.input_sha256

@@ -22,14 +22,27 @@ from batch_pipeline.costs import (
 )
 from batch_pipeline.defs.partitions import input_files
 from batch_pipeline.defs.resources import GatewayResource, PipelineSettings
-from batch_pipeline.inputs import InputRejected, prepare_input
+from batch_pipeline.inputs import InputRejected
 from batch_pipeline.layout import LayoutError
 from batch_pipeline.outcomes import build_outcomes
 from batch_pipeline.queue_limits import QueueGate
 from batch_pipeline.results import ERRORS_SCHEMA, RESULTS_SCHEMA
-from batch_pipeline.submit import SubmissionError, submit_plan
+from batch_pipeline.submit import SubmissionError, plan_to_submit, submit_plan
 
 INVARIANT_CHECK = "every_input_line_accounted_for"
+BATCHES_TABLE = dg.TableSchema(
+    columns=[
+        dg.TableColumn("shard_id", "string"),
+        dg.TableColumn("batch_id", "string"),
+        dg.TableColumn("provider", "string"),
+        dg.TableColumn("model", "string"),
+        dg.TableColumn("endpoint", "string"),
+        dg.TableColumn("requests", "int"),
+        dg.TableColumn("created_at", "float"),
+        dg.TableColumn("estimated_cost_usd", "float"),
+        dg.TableColumn("waiting", "string"),
+    ]
+)
 ERROR_RATE_CHECK = "error_rate_below_threshold"
 
 
@@ -51,8 +64,10 @@ def batch_input(
     name = context.partition_key
     try:
         path = layout.input_file(name)
-        plan = prepare_input(path, layout.staging(name), pipeline.input_options())
-    except (InputRejected, LayoutError) as exc:
+        plan = plan_to_submit(
+            pipeline.store(), name, path, layout.staging(name), pipeline.input_options()
+        )
+    except (InputRejected, LayoutError, SubmissionError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     summary = plan.summary
     return dg.MaterializeResult(
@@ -120,6 +135,7 @@ def submitted_batches(
                 adopt=config.adopt,
                 estimates=estimates,
                 gate=QueueGate(store.all(), pipeline.max_enqueued_tokens),
+                settle_seconds=pipeline.create_settle_seconds,
             )
     except (SubmissionError, CollectError, BudgetExceeded, PriceTableError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
@@ -154,7 +170,7 @@ def submitted_batches(
             "estimated_cost_usd": round(sum(s.estimated_cost or 0.0 for s in records), 6),
             "estimated_cost_submitted_now_usd": round(new_cost, 6),
             "estimated_input_tokens": sum(s.estimated_input_tokens for s in records),
-            "batches": dg.MetadataValue.table(rows),
+            "batches": dg.MetadataValue.table(rows, schema=BATCHES_TABLE),
         }
     )
 

@@ -30,14 +30,17 @@ class GatewayResource(dg.ConfigurableResource):
     )
 
     @contextmanager
-    def client(self) -> Iterator[BifrostClient]:
-        """An open client for the duration of the block."""
+    def client(
+        self, *, max_retry_seconds: float | None = None, read_timeout: float | None = None
+    ) -> Iterator[BifrostClient]:
+        """An open client for the duration of the block; a caller with a deadline (a sensor)
+        may tighten the retry budget and read timeout."""
         with BifrostClient(
             self.base_url,
             api_key=self.api_key or None,
             virtual_key=self.virtual_key or None,
-            timeouts=Timeouts(connect=self.connect_timeout, read=self.read_timeout),
-            max_retry_seconds=self.max_retry_seconds,
+            timeouts=Timeouts(connect=self.connect_timeout, read=read_timeout or self.read_timeout),
+            max_retry_seconds=max_retry_seconds or self.max_retry_seconds,
             verify=self.ca_bundle or True,
             allow_insecure_http=self.allow_insecure_http,
         ) as client:
@@ -57,6 +60,11 @@ class PipelineSettings(dg.ConfigurableResource):
         "become stage=input error rows and the rest is submitted",
     )
     completion_window: str = "24h"
+    create_settle_seconds: float = Field(
+        default=60.0,
+        description="After a create whose answer was lost, how long before a batch not listed "
+        "at the gateway counts as never made",
+    )
     max_polls_per_tick: int = Field(default=500, description="Batches retrieved per sensor tick")
     max_collect_attempts: int = Field(default=5, description="Collect runs requested per file")
     inbox_settle_seconds: float = Field(

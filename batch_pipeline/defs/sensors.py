@@ -15,6 +15,9 @@ from batch_pipeline.gateway import GatewayError
 from batch_pipeline.poll import PollReport, poll_in_flight
 from batch_pipeline.queue_limits import QueueGate
 
+# Time a status tick may spend polling; Dagster stops a sensor evaluation at 60 s.
+TICK_BUDGET_SECONDS = 30.0
+
 # Submitting costs money, so the inbox sensor starts stopped unless asked for (make ui does).
 _AUTOSUBMIT = os.environ.get("BATCH_PIPELINE_AUTOSUBMIT", "") == "1"
 
@@ -66,12 +69,14 @@ def batch_status_sensor(
 ) -> dg.SensorResult:
     cursor = json.loads(context.cursor or "{}")
     try:
-        with gateway.client() as client:
+        # short retries and timeouts: a slow gateway must not hold a tick past Dagster's 60 s
+        with gateway.client(max_retry_seconds=5.0, read_timeout=10.0) as client:
             report = poll_in_flight(
                 client,
                 pipeline.store(),
                 max_batches=pipeline.max_polls_per_tick,
                 offset=cursor.get("offset", 0),
+                deadline_seconds=TICK_BUDGET_SECONDS,
             )
     except GatewayError as exc:
         return dg.SensorResult(skip_reason=f"gateway unavailable: {exc}", cursor=context.cursor)
@@ -167,9 +172,10 @@ def _collect_requests(
         state = status.get(name)
         if state in (dg.AssetPartitionStatus.MATERIALIZED, dg.AssetPartitionStatus.IN_PROGRESS):
             continue
+        # a run key is used once ever, so each failed or cancelled collect earns a new one
         failed = context.instance.get_runs_count(
             dg.RunsFilter(
-                statuses=[dg.DagsterRunStatus.FAILURE],
+                statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
                 tags={"dagster/partition": name, **collect_job.tags},
             )
         )

@@ -14,7 +14,12 @@ from batch_pipeline.inputs.models import (
     ShardLimits,
     ValidationReport,
 )
-from batch_pipeline.inputs.prepare import prepare_input, read_shard_index, validate_file
+from batch_pipeline.inputs.prepare import (
+    content_sha256,
+    prepare_input,
+    read_shard_index,
+    validate_file,
+)
 
 __all__ = [
     "FileSummary",
@@ -25,6 +30,7 @@ __all__ = [
     "Shard",
     "ShardLimits",
     "ValidationReport",
+    "content_sha256",
     "prepare_input",
     "read_shard_index",
     "validate_file",

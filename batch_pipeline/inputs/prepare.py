@@ -87,12 +87,12 @@ def _current_plan(path: Path, staging_dir: Path, options: InputOptions) -> Input
         files.append(plan.rejected_path)
     if not all(f.is_file() for f in files):
         return None
-    if _content_sha256(path) != plan.input_sha256:
+    if content_sha256(path) != plan.input_sha256:
         return None
     return plan
 
 
-def _content_sha256(path: Path) -> str | None:
+def content_sha256(path: Path) -> str | None:
     """sha256 of the file's content (decompressed for gzip), as the scan computes it."""
     reader = LineReader(path, max_line_bytes=1)
     try:

@@ -210,6 +210,18 @@ def test_skip_policy_turns_bad_lines_into_input_errors(emulator, tmp_path: Path)
     assert errors["raw"].to_list()[0] == "{not json"
 
 
+def test_skip_policy_with_no_valid_line_still_accounts_for_every_line(
+    emulator, tmp_path: Path
+) -> None:
+    write_input(tmp_path, "allbad", ["{not json", {"custom_id": "x"}, "[]"])
+    summary = _run(emulator, tmp_path, ["allbad"], on_invalid="skip")
+    assert summary.ok, summary.render()
+    errors = pl.read_parquet(f"{tmp_path}/errors/input_file=allbad/*.parquet")
+    assert sorted(errors["input_line"].to_list()) == [1, 2, 3]
+    assert pl.read_parquet(f"{tmp_path}/results/input_file=allbad/*.parquet").height == 0
+    assert counters(emulator.base_url)["batches_created"] == 0
+
+
 @pytest.mark.parametrize("provider_lines", [chat_lines, anthropic_lines])
 def test_gateway_key_is_sent_and_never_stored(
     emulator_factory, tmp_path: Path, monkeypatch, provider_lines
