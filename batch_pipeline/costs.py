@@ -144,8 +144,19 @@ def check_plan_budget(
     The per-file budget weighs the whole file; the daily one what this run would add to the
     estimated cost of every batch created since 00:00 UTC.
     """
+    if per_file is not None or per_day is not None:
+        unpriced = sorted({k for k, e in estimates.items() if e.cost is None})
+        if unpriced:
+            raise BudgetExceeded(
+                f"{name}: a budget is set but {len(unpriced)} shard(s) use a model with no price; "
+                "add it to prices_file so its cost can be counted"
+            )
     manifest = store.load(name)
-    done = {s.shard_id for s in manifest.shards.values() if s.batch_id} if manifest else set()
+    done = (
+        {s.shard_id for s in manifest.shards.values() if s.batch_id or s.terminal}
+        if manifest
+        else set()
+    )
     file_cost = sum(e.cost or 0.0 for e in estimates.values())
     new_cost = sum(e.cost or 0.0 for sid, e in estimates.items() if sid not in done)
     midnight = now - now % 86_400

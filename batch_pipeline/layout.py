@@ -92,14 +92,22 @@ class DataLayout:
     ) -> tuple[list[str], list[str]]:
         """Partition names of inbox files not in `known` and unchanged for `settle_seconds`
         (a file still being copied in is left for later), and one-line refusals of bad names."""
-        new, refused = [], []
+        new, refused, seen = [], [], set()
         for path in self.inbox_files():
             try:
                 name = partition_name(path.name)
+                changed = path.stat().st_mtime
             except LayoutError as exc:
                 refused.append(str(exc))
                 continue
-            if name not in known and now - path.stat().st_mtime >= settle_seconds:
+            except OSError:  # a broken link, or removed since the listing
+                refused.append(f"{path.name}: cannot be read")
+                continue
+            if name in seen:
+                refused.append(f"{path.name}: another file is already input {name!r}; rename one")
+                continue
+            seen.add(name)
+            if name not in known and now - changed >= settle_seconds:
                 new.append(name)
         return new, refused
 

@@ -23,7 +23,7 @@ _QUERY = """
 copy (
   select * exclude (rank) from (
     select *, row_number() over (
-        partition by coalesce(custom_id, '#line ' || input_line::varchar)
+        partition by coalesce(custom_id, '#' || input_file || ':' || input_line::varchar)
         order by outcome = 'succeeded' desc, attempt desc, input_file desc) as rank
     from (
       select coalesce(original_file, {original}) as original_file, custom_id, 'succeeded' as outcome,
@@ -89,8 +89,9 @@ def build_outcomes(layout: DataLayout) -> list[OutcomesFile]:
             sources = [layout.results_file(n) for n in names] + [
                 layout.errors_file(n) for n in names
             ]
-            fresh = target.exists() and target.stat().st_mtime_ns >= max(
-                p.stat().st_mtime_ns for p in sources
+            # ctime too: a published Parquet is renamed into place and keeps its temp mtime
+            fresh = target.exists() and target.stat().st_mtime_ns > max(
+                max(p.stat().st_mtime_ns, p.stat().st_ctime_ns) for p in sources
             )
             if not fresh:
                 _write(db, original, names, layout, target)

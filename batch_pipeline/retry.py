@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from batch_pipeline.layout import DataLayout, atomic_write
 
+GZIP_MAGIC = b"\x1f\x8b"
 _RETRY_NAME = re.compile(r"(?P<original>.+)\.retry-(?P<n>[1-9][0-9]*)")
 
 
@@ -72,7 +73,9 @@ def write_retry_wave(
     if target.exists():
         return RetryWave(target, wave, attempt + 1, len(lines), created=False)
     source = layout.input_file(name)
-    opener = gzip.open if source.name.endswith(".gz") else open
+    with open(source, "rb") as probe:
+        compressed = probe.read(2) == GZIP_MAGIC  # by content, as the input layer reads it
+    opener = gzip.open if compressed else open
     with opener(source, "rb") as lines_in, atomic_write(target) as out:
         for number, raw in enumerate(lines_in, start=1):
             if number in lines:

@@ -96,3 +96,11 @@ def test_yesterdays_spend_does_not_count(tmp_path: Path) -> None:
     store = _store_with_spend(tmp_path, 5.0, created_at=now - 2 * 86_400)
     estimates = {"a": Estimate(input_tokens=1, output_tokens=1, cost=0.3)}
     check_plan_budget(store, "new", estimates, per_file=None, per_day=1.0, now=now)
+
+
+def test_a_budget_refuses_models_it_cannot_price(tmp_path: Path) -> None:
+    estimates = {"a": Estimate(input_tokens=1, output_tokens=1, cost=None)}
+    store = ManifestStore(tmp_path)
+    assert check_plan_budget(store, "f", estimates, per_file=None, per_day=None, now=0.0) == 0.0
+    with pytest.raises(BudgetExceeded, match="no price"):
+        check_plan_budget(store, "f", estimates, per_file=1.0, per_day=None, now=0.0)

@@ -92,3 +92,15 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
         raise RuntimeError("boom")
     assert target.read_text() == "old"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_new_inputs_reports_broken_links_and_clashing_names(tmp_path: Path) -> None:
+    layout = DataLayout.at(tmp_path)
+    layout.inbox.mkdir()
+    (layout.inbox / "gone.jsonl").symlink_to(tmp_path / "nowhere.jsonl")
+    (layout.inbox / "twin.jsonl").write_text("{}\n")
+    (layout.inbox / "twin.jsonl.gz").write_bytes(b"")
+    new, refused = layout.new_inputs(set(), settle_seconds=0, now=2e9)
+    assert new == ["twin"]
+    assert any("gone.jsonl: cannot be read" in r for r in refused)
+    assert any("already input 'twin'" in r for r in refused)

@@ -77,3 +77,11 @@ def test_attempts_are_bounded(tmp_path: Path) -> None:
 def test_not_collected_yet(tmp_path: Path) -> None:
     with pytest.raises(RetryError, match="not collected yet"):
         write_retry_wave(DataLayout.at(tmp_path), "a")
+
+
+def test_a_gzip_file_named_jsonl_is_read_by_its_content(tmp_path: Path) -> None:
+    layout = DataLayout.at(tmp_path)
+    _collected(layout, "z", [(4, True, "expired")], gz=True)
+    (layout.inbox / "z.jsonl.gz").rename(layout.inbox / "z.jsonl")
+    wave = write_retry_wave(layout, "z")
+    assert wave is not None and wave.path.read_bytes() == b'{"custom_id":"r4"}\n'
