@@ -13,6 +13,7 @@ import pyarrow.dataset as ds
 import pytest
 from pipeline_support import anthropic_lines, chat_lines, counters, write_input
 
+from batch_pipeline.cancel import cancel_partition
 from batch_pipeline.gateway import BifrostClient
 from batch_pipeline.layout import DataLayout
 from batch_pipeline.manifest import ManifestStore
@@ -154,14 +155,16 @@ def test_cancelled_batch_keeps_what_finished(emulator_factory, tmp_path: Path) -
     layout = DataLayout.at(tmp_path)
     store = ManifestStore(layout.root / "batches")
 
+    cancelled = []
+
     def cancel_when_running(_: str) -> None:
         manifest = store.load("cancelme")
-        if manifest is None:
+        if cancelled or manifest is None:
             return
         record = next(iter(manifest.shards.values()))
         if record.batch_id and not record.terminal:
             with BifrostClient(emulator.base_url) as client:
-                client.cancel_batch(record.batch_id, provider="openai")
+                cancelled.append(cancel_partition(client, store, "cancelme"))
 
     files = [tmp_path / "inbox" / "cancelme.jsonl"]
     summary = run_files(
