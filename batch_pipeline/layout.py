@@ -84,6 +84,8 @@ class DataLayout:
                 real = path.resolve()
                 if not real.is_relative_to(self.root):
                     raise LayoutError(f"{path}: links outside the data root {self.root}")
+                if not real.is_file():  # a directory, FIFO or device would fail or block
+                    raise LayoutError(f"{path}: not a regular file")
                 return path
         raise LayoutError(f"{name}: no {name}.jsonl or {name}.jsonl.gz in {self.inbox}")
 

@@ -88,8 +88,13 @@ def poll_in_flight(
             if deadline_seconds is not None and time.monotonic() - started > deadline_seconds:
                 break
             chunk = window[begin : begin + POLL_CHUNK]
-            answers.update(client.retrieve_batches([(r.batch_id, r.provider) for r in chunk]))
+            got = client.retrieve_batches([(r.batch_id, r.provider) for r in chunk])
+            answers.update(got)
             report.polled += len(chunk)
+            if all(isinstance(a, GatewayError) and a.retryable for a in got.values()):
+                # the gateway is down or overloaded: asking for more now only waits longer
+                report.problems.append(f"gateway unavailable; sweep stopped after {report.polled}")
+                break
         report.next_offset = (start + report.polled) % len(refs)
         _record_answers(store, window[: report.polled], answers, report, now or time.time())
     report.manifests = {m.input_file: m for m in store.all()}

@@ -22,6 +22,7 @@ from batch_pipeline.costs import (
 )
 from batch_pipeline.defs.partitions import input_files
 from batch_pipeline.defs.resources import GatewayResource, PipelineSettings
+from batch_pipeline.gateway import GatewayError
 from batch_pipeline.inputs import InputRejected
 from batch_pipeline.layout import LayoutError
 from batch_pipeline.outcomes import build_outcomes
@@ -137,8 +138,10 @@ def submitted_batches(
                 gate=QueueGate(store.all(), pipeline.max_enqueued_tokens),
                 settle_seconds=pipeline.create_settle_seconds,
             )
-    except (SubmissionError, CollectError, BudgetExceeded, PriceTableError) as exc:
+    except (SubmissionError, CollectError, BudgetExceeded, PriceTableError, LayoutError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except GatewayError as exc:  # e.g. a refused key or an unreachable gateway: one clear line
+        raise dg.Failure(description=f"{name}: {exc}") from None
     for outcome in outcomes:
         if outcome.waiting:
             context.log.info(f"shard {outcome.shard_id} waits: {outcome.waiting}")
@@ -223,8 +226,10 @@ def collected_batches(
             if pipeline.delete_files_after_collect and report.invariant.passed:
                 for problem in delete_batch_files(client, store, name):
                     context.log.warning(f"cleanup: {problem}")
-    except (CollectError, PriceTableError) as exc:
-        raise dg.Failure(description=str(exc)) from None
+    except (CollectError, PriceTableError, LayoutError) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except GatewayError as exc:  # transient ones are worth the retry policy's next try
+        raise dg.Failure(description=f"{name}: {exc}", allow_retries=exc.retryable) from None
     yield from collect_events(report, max_error_rate=pipeline.max_error_rate)
 
 

@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     from batch_pipeline.inputs.models import InputOptions
     from batch_pipeline.inputs.prepare import validate_file
+    from batch_pipeline.layout import LayoutError, partition_name
 
     try:
         options = InputOptions(
@@ -68,6 +69,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"{path}: {reason}")
             all_valid = False
             continue
+        try:
+            partition_name(path.name)
+        except LayoutError as exc:  # the pipeline would refuse it by name: say so up front
+            print(f"{path}: {exc}")
+            all_valid = False
         try:
             report = validate_file(path, options)
         except OSError as exc:
