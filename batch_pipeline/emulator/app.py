@@ -1,5 +1,5 @@
 """The Starlette application: routes on the raw (still percent-encoded) path so ids containing
-'/' arrive whole, then auth, injected faults and the handler, in that order."""
+'/' arrive whole, then auth, injected faults, the handler and a late answer, in that order."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import unquote
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -101,10 +101,15 @@ class EmulatorApp:
         self.rt.counters.request(call.request_type)
         try:
             self._check_auth(call.request)
-            await self._inject_faults(call.request_type)
-            return await handler(call)
+            await self._inject_faults(call)
+            response = await handler(call)
+            await self._hold_answer(call.request_type)
+            return response
         except ApiError as exc:
             return error_response(exc, call.request_type, call.provider)
+        except ClientDisconnect:
+            # The client left before its request arrived whole: nothing was done, nobody listens.
+            return error_response(ApiError(499, "client closed request"), call.request_type, None)
         except Exception as exc:
             log.exception("emulator route %s failed", call.request_type)
             failure = ApiError(None, f"internal emulator error: {type(exc).__name__}", bifrost=True)
@@ -131,11 +136,24 @@ class EmulatorApp:
                     return
         raise ApiError(401, "invalid virtual key", type="authentication_error")
 
-    async def _inject_faults(self, request_type: str) -> None:
+    async def _hold_answer(self, request_type: str) -> None:
+        """slow_answer: the request was handled; its answer is late (the client may give up)."""
+        late = self.rt.faults.take("slow_answer", request_type)
+        if late is not None:
+            self.rt.counters.fault_fired("slow_answer")
+            await asyncio.sleep(late.delay)
+
+    async def _inject_faults(self, call: Call) -> None:
         faults, counters = self.rt.faults, self.rt.counters
+        request, request_type = call.request, call.request_type
         slow = faults.take("slow", request_type)
         if slow is not None:
             counters.fault_fired("slow")
+            # Received in full before the wait, so the request is handled after it even when the
+            # client has given up meanwhile, as by a gateway that already passed it upstream.
+            declared = int(request.headers.get("content-length") or 0)
+            if 0 < declared <= self.rt.config.max_body_bytes:
+                await request.body()
             await asyncio.sleep(slow.delay)
         limited = faults.take("rate_limit", request_type)
         if limited is not None:

@@ -16,8 +16,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-FAULT_KINDS = ("rate_limit", "server_error", "slow", "reset_download", "malformed_output")
-
 # knob -> (flag type, help); the defaults shown come from EmulatorConfig itself.
 KNOBS: dict[str, tuple[type, str]] = {
     "validation_delay": (float, "seconds a new OpenAI batch stays `validating`"),
@@ -41,14 +39,15 @@ KNOBS: dict[str, tuple[type, str]] = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register every emulator knob on the sub-command parser."""
-    from batch_pipeline.emulator.config import EmulatorConfig
+    from batch_pipeline.emulator.config import FAULT_KINDS, EmulatorConfig
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
         "faults: --fault KIND[:key=value,...], KIND one of " + ", ".join(FAULT_KINDS) + ".\n"
         "  keys: count=N|always (default 1), routes=batch_retrieve+file_content (default all),\n"
-        "  retry_after=SECONDS (rate_limit), status=5xx (server_error), delay=SECONDS (slow),\n"
-        "  after_bytes=N (reset_download), lines=N (malformed_output).\n"
+        "  skip=N (let N matching requests through first), retry_after=SECONDS (rate_limit),\n"
+        "  status=5xx (server_error), delay=SECONDS (slow, slow_answer, stall_download),\n"
+        "  after_bytes=N (reset_download, stall_download), lines=N (malformed_output).\n"
         "  example: --fault rate_limit:count=3,retry_after=1 --fault slow:delay=5,routes=batch_list"
     )
     parser.add_argument(
@@ -82,10 +81,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fault", action="append", default=[], metavar="SPEC", help="arm a fault at start"
     )
+    parser.add_argument(
+        "--tls-certfile", type=Path, metavar="PEM", help="serve https with this certificate"
+    )
+    parser.add_argument("--tls-keyfile", type=Path, metavar="PEM", help="the certificate's key")
 
 
 def parse_fault(spec: str) -> dict[str, Any]:
     """`KIND[:key=value,...]` -> the fields of a Fault; raises ValueError on a bad spec."""
+    from batch_pipeline.emulator.config import FAULT_KINDS
+
     kind, _, rest = spec.partition(":")
     if kind not in FAULT_KINDS:
         raise ValueError(f"unknown fault kind {kind!r} (one of {', '.join(FAULT_KINDS)})")
@@ -118,6 +123,8 @@ def build_config(args: argparse.Namespace) -> Any:
             raise ValueError(f"environment variable {args.api_key_env} holds no key")
         values["api_keys"] = tuple(keys)
     values["faults"] = tuple(parse_fault(spec) for spec in args.fault)
+    if args.tls_certfile or args.tls_keyfile:
+        values.update(tls_certfile=args.tls_certfile, tls_keyfile=args.tls_keyfile)
     try:
         if args.fast:
             return EmulatorConfig.fast(**values)

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-FaultKind = Literal["rate_limit", "server_error", "slow", "reset_download", "malformed_output"]
+FaultKind = Literal[
+    "rate_limit",
+    "server_error",
+    "slow",
+    "slow_answer",
+    "reset_download",
+    "stall_download",
+    "malformed_output",
+]
+FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 
 # Request types (Bifrost's names) a fault can be limited to; empty `routes` means every /v1 route.
 REQUEST_TYPES: tuple[str, ...] = (
@@ -30,10 +39,15 @@ REQUEST_TYPES: tuple[str, ...] = (
 
 
 class Fault(BaseModel):
-    """One injected failure; it fires `count` times (None: until the faults are cleared).
+    """One injected failure; it fires `count` times (None: until the faults are cleared), after
+    letting the first `skip` matching requests through.
 
-    rate_limit: 429 with Retry-After; server_error: a 5xx answer; slow: the answer is delayed
-    `delay` seconds; reset_download: a file content download is cut after `after_bytes` bytes;
+    rate_limit: 429 with Retry-After; server_error: a 5xx answer; slow: the request is received
+    whole, then waits `delay` seconds before it is handled, even if the client gave up meanwhile;
+    slow_answer: the request is handled (a create makes its batch), then its answer waits `delay`
+    seconds, so a client that times out cannot know the outcome;
+    reset_download: a file content download is cut after `after_bytes` bytes; stall_download: a
+    file content download pauses `delay` seconds after `after_bytes` bytes, then completes;
     malformed_output: the next `count` finished batches get `lines` truncated lines in their
     output (OpenAI output file, Anthropic results).
     """
@@ -43,6 +57,7 @@ class Fault(BaseModel):
     kind: FaultKind
     count: int | None = Field(default=1, ge=1)
     routes: tuple[str, ...] = ()
+    skip: int = Field(default=0, ge=0, description="matching requests let through before firing")
     retry_after: float = Field(default=1.0, ge=0)
     status: int = Field(default=500, ge=500, le=599)
     delay: float = Field(default=1.0, ge=0)
@@ -89,6 +104,16 @@ class EmulatorConfig(BaseModel):
     max_body_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     embedding_dimensions: int = Field(default=1536, ge=1, le=8192)
     chunk_size: int = Field(default=1000, ge=1, description="max requests per batch per tick")
+    tls_certfile: Path | None = Field(
+        default=None, description="serve https with this PEM certificate (needs tls_keyfile)"
+    )
+    tls_keyfile: Path | None = Field(default=None, description="the certificate's private key")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> EmulatorConfig:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together")
+        return self
 
     @classmethod
     def fast(cls, **overrides: Any) -> EmulatorConfig:

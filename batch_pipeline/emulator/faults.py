@@ -1,10 +1,18 @@
-"""The armed faults and how many times each may still fire."""
+"""The armed faults, how many matching requests each still lets through and how often it fires."""
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 from batch_pipeline.emulator.config import Fault
+
+
+@dataclass
+class _Armed:
+    fault: Fault
+    left: int | None  # shots left; None: until cleared
+    skip: int  # matching requests still let through before the first shot
 
 
 class FaultBoard:
@@ -12,12 +20,12 @@ class FaultBoard:
 
     def __init__(self, faults: tuple[Fault, ...] = ()) -> None:
         self._lock = threading.Lock()
-        self._armed: list[tuple[Fault, int | None]] = [(f, f.count) for f in faults]
+        self._armed: list[_Armed] = [_Armed(f, f.count, f.skip) for f in faults]
 
     def arm(self, fault: Fault) -> None:
         """Add a fault."""
         with self._lock:
-            self._armed.append((fault, fault.count))
+            self._armed.append(_Armed(fault, fault.count, fault.skip))
 
     def clear(self) -> None:
         """Disarm every fault."""
@@ -25,22 +33,29 @@ class FaultBoard:
             self._armed.clear()
 
     def take(self, kind: str, request_type: str | None = None) -> Fault | None:
-        """The first armed fault of this kind for this route, using one of its shots."""
+        """The first armed fault of this kind for this route, using one of its shots (or one of
+        the requests it lets through first, in which case nothing fires)."""
         with self._lock:
-            for index, (fault, left) in enumerate(self._armed):
+            for index, armed in enumerate(self._armed):
+                fault = armed.fault
                 if fault.kind != kind:
                     continue
                 if request_type is not None and not fault.applies_to(request_type):
                     continue
-                if left is not None:
-                    if left <= 1:
+                if armed.skip > 0:
+                    armed.skip -= 1
+                    return None
+                if armed.left is not None:
+                    if armed.left <= 1:
                         del self._armed[index]
                     else:
-                        self._armed[index] = (fault, left - 1)
+                        armed.left -= 1
                 return fault
             return None
 
     def describe(self) -> list[dict[str, object]]:
-        """The armed faults with their remaining shots (None: unlimited)."""
+        """The armed faults with their remaining shots (None: unlimited) and skips."""
         with self._lock:
-            return [{**f.model_dump(), "remaining": left} for f, left in self._armed]
+            return [
+                {**a.fault.model_dump(), "remaining": a.left, "skip": a.skip} for a in self._armed
+            ]

@@ -64,12 +64,16 @@ def error_response(exc: ApiError, request_type: str | None, provider: str | None
 
 
 class FileDownload(Response):
-    """Streams a file from disk in chunks; with `cut_after` the connection drops after that many bytes."""
+    """Streams a file from disk in chunks; with `cut_after` the connection drops after that many
+    bytes; with `stall` = (after_bytes, seconds) the body pauses once, then completes."""
 
-    def __init__(self, path: Path, cut_after: int | None = None) -> None:
+    def __init__(
+        self, path: Path, cut_after: int | None = None, *, stall: tuple[int, float] | None = None
+    ) -> None:
         self.path = path
         self.size = path.stat().st_size
         self.cut_after = None if cut_after is None else min(cut_after, max(self.size - 1, 0))
+        self.stall = stall
         self.status_code = 200
         self.background = None
         self.raw_headers = [
@@ -80,9 +84,17 @@ class FileDownload(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         sent = 0
+        stall_at, stall_seconds = self.stall if self.stall is not None else (None, 0.0)
         async with await anyio.open_file(self.path, "rb") as source:
             while True:
-                chunk = await source.read(DOWNLOAD_CHUNK)
+                size = DOWNLOAD_CHUNK
+                if stall_at is not None:
+                    if sent >= stall_at:
+                        await anyio.sleep(stall_seconds)
+                        stall_at = None
+                    else:
+                        size = min(size, stall_at - sent)
+                chunk = await source.read(size)
                 if self.cut_after is not None and sent + len(chunk) >= self.cut_after:
                     partial = chunk[: self.cut_after - sent]
                     if partial:

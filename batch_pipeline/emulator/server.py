@@ -28,7 +28,8 @@ class EmulatorStartError(RuntimeError):
 
 
 class EmbeddedEmulator:
-    """A Bifrost-compatible gateway on loopback, for `demo`, `run` and tests.
+    """A Bifrost-compatible gateway on loopback, for `demo`, `run` and tests (https when the
+    config names a certificate).
 
     `port=0` picks a free port; `base_url` tells which. Stopping always releases the port, and a
     new instance on the same `state_dir` continues every file and batch where it stopped.
@@ -49,7 +50,8 @@ class EmbeddedEmulator:
         """`http://HOST:PORT` of the running server."""
         if self.port is None:
             raise RuntimeError("emulator is not started")
-        return f"http://{self.config.host}:{self.port}"
+        scheme = "https" if self.config.tls_certfile else "http"
+        return f"{scheme}://{self.config.host}:{self.port}"
 
     @property
     def state_dir(self) -> Path:
@@ -91,6 +93,8 @@ class EmbeddedEmulator:
             lifespan="off",
             timeout_graceful_shutdown=1,
             timeout_keep_alive=30,
+            ssl_certfile=self.config.tls_certfile,
+            ssl_keyfile=self.config.tls_keyfile,
         )
         self._server = uvicorn.Server(server_config)
         self._thread = threading.Thread(

@@ -309,11 +309,18 @@ class V1Routes:
 
     async def file_content(self, call: Call) -> Response:
         _, record = self._live_file(call)
-        fault = self.rt.faults.take("reset_download", call.request_type)
-        if fault is not None:
-            self.rt.counters.fault_fired("reset_download")
-        cut_after = fault.after_bytes if fault is not None else None
-        return FileDownload(self.rt.store.file_data(record.id), cut_after)
+        faults, counters = self.rt.faults, self.rt.counters
+        cut = faults.take("reset_download", call.request_type)
+        if cut is not None:
+            counters.fault_fired("reset_download")
+        stall = faults.take("stall_download", call.request_type)
+        if stall is not None:
+            counters.fault_fired("stall_download")
+        return FileDownload(
+            self.rt.store.file_data(record.id),
+            cut.after_bytes if cut is not None else None,
+            stall=(stall.after_bytes, stall.delay) if stall is not None else None,
+        )
 
     # inference
     async def inference(self, call: Call) -> Response:

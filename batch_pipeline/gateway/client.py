@@ -1,15 +1,16 @@
 """BifrostClient: the typed API of Bifrost's /v1/files and /v1/batches routes, one method each.
 
 Ids are percent-encoded into paths (Gemini `batches/x`, Bedrock ARNs). Idempotent calls (GET,
-list, delete, cancel, content, results) are retried by the session; create and upload are sent
-exactly once: a blind retry of a create could pay for a batch twice, and an upload's outcome is
-cheap for the caller to re-establish (an orphan file costs only storage). How a call is sent,
-retried and turned into an error lives in session.py.
+list, delete, cancel, content, results) are retried by the session, and so is an upload: at
+worst a retry leaves an unused file behind (it costs only storage, never a batch). A create is
+sent exactly once: a blind retry could pay for a batch twice. How a call is sent, retried and
+turned into an error lives in session.py.
 """
 
 from __future__ import annotations
 
 import mimetypes
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +21,11 @@ import httpx
 import orjson
 
 from batch_pipeline.gateway.config import Timeouts
-from batch_pipeline.gateway.errors import GatewayError
+from batch_pipeline.gateway.errors import (
+    GatewayConnectionError,
+    GatewayError,
+    GatewayTransportError,
+)
 from batch_pipeline.gateway.inline_body import InlineRequestsBody
 from batch_pipeline.gateway.models import (
     BatchCancelResponse,
@@ -93,23 +98,28 @@ class BifrostClient:
     def upload_file(
         self, path: Path, *, provider: str, purpose: str = "batch", filename: str | None = None
     ) -> FileUploadResponse:
-        """Upload a file as multipart/form-data, streamed from disk. Sent once, never retried.
+        """Upload a file as multipart/form-data, streamed from disk; retried like a read (each
+        attempt re-sends the whole file), since a retry can at worst leave an unused file.
         A file that cannot be opened raises OSError before anything is sent."""
         path = Path(path)
         name = filename or path.name
         content_type = "application/jsonl" if name.endswith(".jsonl") else _guess_content_type(name)
         with path.open("rb") as handle:
+
+            def body() -> dict[str, Any]:
+                handle.seek(0)
+                return {
+                    "files": {"file": (name, handle, content_type)},
+                    "data": {"purpose": purpose},
+                }
+
             return self._session.json(
                 "POST",
                 "/v1/files",
                 FileUploadResponse,
                 request_type="file_upload",
                 provider=provider,
-                retryable=False,
-                body=lambda: {
-                    "files": {"file": (name, handle, content_type)},
-                    "data": {"purpose": purpose},
-                },
+                body=body,
             )
 
     def retrieve_file(self, file_id: str, *, provider: str) -> FileUploadResponse:
@@ -242,12 +252,28 @@ class BifrostClient:
         self, refs: Iterable[tuple[str, str]], *, max_workers: int = 16
     ) -> dict[str, BatchRetrieveResponse | GatewayError]:
         """Retrieve many (batch_id, provider) pairs concurrently over this client's pool.
-        Keyed by batch id; a batch that could not be retrieved maps to its GatewayError."""
+        Keyed by batch id; a batch that could not be retrieved maps to its GatewayError.
+
+        Once one retrieve has given up for want of an answer (the gateway unreachable, after its
+        retries), the others still waiting are not sent: they map to a GatewayConnectionError
+        with `request_sent=False`, so a sweep against a dead gateway ends in one retry budget."""
+        unreachable = threading.Event()
 
         def one(ref: tuple[str, str]) -> tuple[str, BatchRetrieveResponse | GatewayError]:
             batch_id, provider = ref
+            if unreachable.is_set():
+                path = f"/v1/batches/{encode_id(batch_id)}"
+                return batch_id, GatewayConnectionError(
+                    "GET",
+                    path,
+                    "not sent: the gateway did not answer this sweep",
+                    request_sent=False,
+                )
             try:
                 return batch_id, self.retrieve_batch(batch_id, provider=provider)
+            except GatewayTransportError as error:
+                unreachable.set()
+                return batch_id, error
             except GatewayError as error:
                 return batch_id, error
 

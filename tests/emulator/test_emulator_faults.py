@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 import httpx
 import openai
 import pytest
-from emulator_helpers import chat_line, check_schema, create_openai_batch, wait_terminal
+from emulator_helpers import (
+    chat_line,
+    check_schema,
+    create_openai_batch,
+    jsonl,
+    upload,
+    wait_terminal,
+)
 
-from batch_pipeline.emulator import EmbeddedEmulator, Fault
+from batch_pipeline.emulator import EmbeddedEmulator, EmulatorConfig, Fault
 
 OPENAI = {"provider": "openai"}
+CHAT = "/v1/chat/completions"
 
 
 def _arm(http: httpx.Client, **fault: object) -> None:
@@ -100,3 +111,60 @@ def test_runtime_retrieve_404_window(http: httpx.Client) -> None:
         == f"No such batch: {created['id']}"
     )
     assert http.patch("/_emulator/config", json={"port": 1}).status_code == 400
+
+
+def test_slow_answer_handles_the_create_then_answers_late(http: httpx.Client) -> None:
+    file_id = upload(http, jsonl([chat_line("a", "b")]))
+    _arm(http, kind="slow_answer", delay=1.0, routes=["batch_create"])
+    body = {"model": "openai/gpt-4o-mini", "input_file_id": file_id, "endpoint": CHAT}
+    with pytest.raises(httpx.ReadTimeout):
+        http.post("/v1/batches", json=body, timeout=0.2)
+    # the create was processed although its answer never arrived
+    listed = http.get("/v1/batches", params=OPENAI).json()["data"]
+    assert [b["input_file_id"] for b in listed] == [file_id]
+    counters = http.get("/_emulator/counters").json()
+    assert counters["batches_created"] == 1 and counters["faults_fired"] == {"slow_answer": 1}
+
+
+def test_stall_download_pauses_then_completes(http: httpx.Client) -> None:
+    batch = wait_terminal(
+        http, create_openai_batch(http, [chat_line(f"r{i}", "x") for i in range(5)])["id"]
+    )
+    url = f"/v1/files/{batch['output_file_id']}/content"
+    full = http.get(url, params=OPENAI).content
+    _arm(http, kind="stall_download", after_bytes=100, delay=0.5)
+    started = time.monotonic()
+    with http.stream("GET", url, params=OPENAI) as response:
+        chunks = list(response.iter_raw())
+    assert chunks[0] == full[:100] and b"".join(chunks) == full
+    assert time.monotonic() - started >= 0.5
+
+
+def test_skip_lets_the_first_requests_through(http: httpx.Client) -> None:
+    _arm(http, kind="server_error", skip=2, count=1, status=502, routes=["file_list"])
+    statuses = [http.get("/v1/files", params=OPENAI).status_code for _ in range(4)]
+    assert statuses == [200, 200, 502, 200]
+
+
+def test_tls_needs_both_certificate_and_key(tmp_path) -> None:
+    with pytest.raises(ValueError, match="go together"):
+        EmulatorConfig(tls_certfile=tmp_path / "cert.pem")
+
+
+def test_a_client_gone_mid_body_is_dropped_quietly(
+    emulator: EmbeddedEmulator, http: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", emulator.port)) as raw:
+        raw.sendall(
+            b"POST /v1/batches HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: 1000\r\n\r\n" + b'{"model": "openai/'
+        )
+    deadline = time.monotonic() + 5
+    while http.get("/_emulator/counters").json()["requests_by_route"].get("batch_create") != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.1)
+    assert http.get("/_emulator/counters").json()["batches_created"] == 0
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -203,14 +203,19 @@ def test_create_not_sent_when_the_connection_fails() -> None:
     assert "not sent" in str(info.value)
 
 
-def test_upload_is_never_retried(tmp_path: Path) -> None:
+def test_upload_is_retried_with_the_whole_file(tmp_path: Path) -> None:
     shard = tmp_path / "shard.jsonl"
     shard.write_text('{"custom_id":"a"}\n')
-    recorder = Recorder(httpx.Response(503), httpx.Response(200, json={"id": "file-1"}))
+    recorder = Recorder(
+        httpx.Response(503),
+        httpx.Response(429, headers={"retry-after": "0"}),
+        httpx.Response(200, json={"id": "file-1", "object": "file", "bytes": 18}),
+    )
     client, _ = make_client(recorder)
-    with pytest.raises(ServerError):
-        client.upload_file(shard, provider="openai")
-    assert len(recorder.requests) == 1
+    assert client.upload_file(shard, provider="openai").id == "file-1"
+    assert len(recorder.requests) == 3
+    bodies = [request.read() for request in recorder.requests]
+    assert all(b'{"custom_id":"a"}\n' in body for body in bodies)
 
 
 # -------------------------------------------------------------------------------- timeouts
@@ -570,3 +575,20 @@ def test_retrieve_batches_maps_each_id_to_its_batch_or_error() -> None:
     assert found["gone1"].provider == "anthropic"
     assert found["b7"].id == "b7"
     assert client.retrieve_batches([]) == {}
+
+
+def test_retrieve_batches_stops_the_sweep_when_the_gateway_is_unreachable() -> None:
+    recorder = Recorder(httpx.ConnectError("refused"))
+    client, fake = make_client(recorder, max_retry_seconds=3.0)
+    refs = [(f"b{i}", "openai") for i in range(20)]
+    found = client.retrieve_batches(refs, max_workers=1)
+    assert set(found) == {f"b{i}" for i in range(20)}
+    first = found["b0"]
+    assert isinstance(first, GatewayConnectionError) and first.attempts > 1
+    sent = {request.url.path for request in recorder.requests}
+    assert sent == {"/v1/batches/b0"}  # only the first was tried (and retried); none after it
+    for batch_id in (f"b{i}" for i in range(1, 20)):
+        skipped = found[batch_id]
+        assert isinstance(skipped, GatewayConnectionError) and skipped.request_sent is False
+        assert "did not answer this sweep" in str(skipped)
+    assert sum(fake.sleeps) <= 3.0
