@@ -221,12 +221,12 @@ def _submit_shard(
             # what the gateway refused (expired, deleted, from another gateway).
             store.record(name, shard.shard_id, state="pending", intent_at=None, input_file_id=None)
             raise SubmissionError(f"{name}: shard {shard.shard_id} refused: {exc}") from None
-        raise _uncertain(client, store, name, shard, exc) from None
+        return _after_unknown_outcome(client, store, name, shard, exc)
     except (GatewayTimeoutError, GatewayConnectionError) as exc:
         if not exc.request_sent:
             store.record(name, shard.shard_id, state="pending", intent_at=None)
             raise SubmissionError(f"{name}: shard {shard.shard_id} not sent: {exc}") from None
-        raise _uncertain(client, store, name, shard, exc) from None
+        return _after_unknown_outcome(client, store, name, shard, exc)
     _record_batch(client, store, name, shard.shard_id, BatchView.of(created, shard.provider))
     return SubmitOutcome(shard.shard_id, created.id, reused=False)
 
@@ -275,9 +275,9 @@ def _create(client: BifrostClient, name: str, shard: Shard, input_file_id: str |
             time.sleep(wait)
 
 
-def _uncertain(
+def _after_unknown_outcome(
     client: BifrostClient, store: ManifestStore, name: str, shard: Shard, exc: GatewayError
-) -> SubmissionUncertain:
+) -> SubmitOutcome:
     """After an unknown outcome: adopt the batch if the gateway shows it, else stop clearly."""
     record = store.load(name).shards[shard.shard_id]  # type: ignore[union-attr]
     try:
@@ -285,20 +285,19 @@ def _uncertain(
     except GatewayError:
         found = None
     if found is not None:
+        log.info("%s: the lost create of shard %s made %s; adopted", name, shard.shard_id, found.id)
         _record_batch(client, store, name, shard.shard_id, found)
-        return SubmissionUncertain(
-            f"{name}: shard {shard.shard_id} reconciled to {found.id}; re-run"
-        )
+        return SubmitOutcome(shard.shard_id, found.id, reused=True)
     how = (
         "re-run later: the batch is looked up by its metadata before anything is created again"
         if provider_traits(shard.provider).keeps_metadata
         else f"check the {shard.provider} batches created since the intent time; then re-run with "
         f"adopt={{{shard.shard_id!r}: BATCH_ID}} or assume_not_created=[{shard.shard_id!r}]"
     )
-    return SubmissionUncertain(
+    raise SubmissionUncertain(
         f"{name}: the create of shard {shard.shard_id} may or may not have made a batch "
         f"({type(exc).__name__}: {exc}); nothing was sent again. To resolve it, {how}"
-    )
+    ) from None
 
 
 def _reconcile(client: BifrostClient, name: str, record: ShardRecord) -> BatchView | None:
