@@ -8,6 +8,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from batch_pipeline.cli import add_data_dir_argument
 from batch_pipeline.gateway import BifrostClient
 from batch_pipeline.manifest import ManifestStore
 from batch_pipeline.submit import cancel_and_record
@@ -47,9 +48,7 @@ def cancel_partition(client: BifrostClient, store: ManifestStore, name: str) -> 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the input file (partition) to cancel, e.g. reviews")
-    parser.add_argument(
-        "--data-dir", default="data", metavar="DIR", help="data root (default: data)"
-    )
+    add_data_dir_argument(parser)
     parser.add_argument(
         "--gateway",
         metavar="URL",

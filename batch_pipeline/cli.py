@@ -27,6 +27,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """`--data-dir`, the same for every sub-command that reads or writes the data root."""
+    parser.add_argument(
+        "--data-dir", default="data", metavar="DIR", help="data root (default: data)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every sub-command registered."""
     parser = argparse.ArgumentParser(

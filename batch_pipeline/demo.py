@@ -10,11 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from batch_pipeline.cli import add_data_dir_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir", default="data", metavar="DIR", help="data root (default: data)"
-    )
+    add_data_dir_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from batch_pipeline.cli import add_data_dir_argument
 from batch_pipeline.layout import DataLayout, atomic_write
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -87,9 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "name", help="the input file (partition) whose errors to retry, e.g. reviews"
     )
-    parser.add_argument(
-        "--data-dir", default="data", metavar="DIR", help="data root (default: data)"
-    )
+    add_data_dir_argument(parser)
     parser.add_argument(
         "--include-non-retryable",
         action="store_true",

@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from batch_pipeline.cli import add_data_dir_argument
 from batch_pipeline.manifest import ManifestStore
 
 DEFAULT_GATEWAY = "http://localhost:8080"
@@ -36,9 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"Bifrost base URL (default: $BIFROST_BASE_URL, else {DEFAULT_GATEWAY}); "
         "the key comes from $BIFROST_API_KEY",
     )
-    parser.add_argument(
-        "--data-dir", default="data", metavar="DIR", help="data root (default: data)"
-    )
+    add_data_dir_argument(parser)
     parser.add_argument(
         "--on-invalid",
         choices=["reject", "skip"],

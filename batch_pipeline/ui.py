@@ -12,12 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from batch_pipeline.cli import add_data_dir_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=3000, help="UI port (default: 3000)")
-    parser.add_argument(
-        "--data-dir", default="data", metavar="DIR", help="data root (default: data)"
-    )
+    add_data_dir_argument(parser)
     parser.add_argument(
         "--gateway",
         metavar="URL",

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import resource
 import shutil
@@ -33,6 +32,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from bench_common import machine, verdict
 
 MODEL = "openai/gpt-4o-mini"
 FAILURES = ("[[fail:400]]", "[[fail:429]]", "[[fail:500]]")
@@ -205,26 +206,6 @@ def emulator_window(base_url: str, batch_ids: list[str]) -> dict:
         "completed": max(r["times"]["completed_at"] for r in records),
         "requests": sum(r["total"] for r in records),
     }
-
-
-def machine() -> str:
-    """nproc, CPU model, RAM, Python version and the current load of this machine, one line."""
-    model = "unknown CPU"
-    with open("/proc/cpuinfo", encoding="utf-8") as info:
-        for line in info:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo", encoding="utf-8") as info:
-        ram_kib = int(info.readline().split()[1])
-    return (
-        f"{os.cpu_count()} CPU ({model}), {ram_kib / 1024**2:.1f} GiB RAM, "
-        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}"
-    )
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
 
 
 def phases(run: dict) -> list[tuple[str, float, float]]:

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -35,6 +33,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from bench_common import machine, verdict
 
 SENSOR_LIMIT_SECONDS = 60.0
 GOAL_VS_BASELINE = 5.0
@@ -209,26 +209,6 @@ def _child(variant: str, base_url: str, data_root: str, repeat: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- report
-
-
-def machine() -> str:
-    """nproc, CPU model, RAM, Python version and the current load of this machine, one line."""
-    model = "unknown CPU"
-    with open("/proc/cpuinfo", encoding="utf-8") as info:
-        for line in info:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo", encoding="utf-8") as info:
-        ram_kib = int(info.readline().split()[1])
-    return (
-        f"{os.cpu_count()} CPU ({model}), {ram_kib / 1024**2:.1f} GiB RAM, "
-        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}"
-    )
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
 
 
 def report(scenarios: dict[str, dict[str, dict]], batches: int, files: int) -> None:
