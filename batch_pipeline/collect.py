@@ -26,7 +26,7 @@ from batch_pipeline.gateway import (
 )
 from batch_pipeline.inputs import InputPlan, read_shard_index
 from batch_pipeline.layout import DataLayout
-from batch_pipeline.manifest import Manifest, ManifestStore, ShardRecord
+from batch_pipeline.manifest import Manifest, ManifestBusy, ManifestStore, ShardRecord
 from batch_pipeline.poll import GONE_STATUS
 from batch_pipeline.providers import provider_traits
 from batch_pipeline.results import BatchCollector, BatchContext, CollectStats, PartitionWriter
@@ -110,9 +110,36 @@ def collect_partition(
 ) -> CollectReport:
     """Write `results` and `errors` Parquet for input file `name`; its batches must be terminal.
 
-    Spend is priced per batch (one model each) from the tokens the provider reported.
+    Spend is priced per batch (one model each) from the tokens the provider reported. One
+    collect of a file runs at a time; it first sweeps what a killed one left behind.
     """
-    prices = prices or PriceTable()
+    try:
+        with store.exclusive(name, "collect"):
+            _sweep_leftovers(layout, name)
+            return _collect(client, layout, store, name, prices or PriceTable(), collected_at)
+    except ManifestBusy as exc:
+        raise CollectError(str(exc)) from None
+
+
+def _sweep_leftovers(layout: DataLayout, name: str) -> None:
+    """Hidden temp files and downloads of an interrupted collect (no reader ever saw them)."""
+    for target in (layout.results_file(name), layout.errors_file(name)):
+        for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+    downloads = layout.staging(name) / "downloads"
+    if downloads.is_dir():
+        for leftover in downloads.iterdir():
+            leftover.unlink(missing_ok=True)
+
+
+def _collect(
+    client: BifrostClient,
+    layout: DataLayout,
+    store: ManifestStore,
+    name: str,
+    prices: PriceTable,
+    collected_at: datetime | None,
+) -> CollectReport:
     plan = load_plan(layout, name)
     manifest = store.load(name)
     if manifest is None and plan.shards:

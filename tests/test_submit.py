@@ -212,3 +212,16 @@ def test_plan_is_frozen_once_shards_were_sent(emulator, client, tmp_path: Path) 
     with pytest.raises(SubmissionError, match="changed after its batches were submitted"):
         plan_to_submit(store, "m", path, layout.staging("m"), small)
     assert InputPlan.load(layout.staging("m")).input_sha256 == plan.input_sha256
+
+
+def test_two_collects_of_one_file_never_run_at_once(emulator, client, tmp_path: Path) -> None:
+    from batch_pipeline.collect import CollectError, collect_partition
+
+    layout = DataLayout.at(tmp_path)
+    plan = prepare_input(
+        write_input(tmp_path, "n", chat_lines(2)), layout.staging("n"), InputOptions()
+    )
+    store = ManifestStore(tmp_path / "batches")
+    submit_plan(client, store, plan)
+    with store.exclusive("n", "collect"), pytest.raises(CollectError, match="another collect"):
+        collect_partition(client, layout, store, "n")

@@ -104,7 +104,16 @@ def test_run_twice_on_a_persistent_instance(emulator, tmp_path: Path, monkeypatc
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     write_input(tmp_path, "twice", chat_lines(4, fail={2: 400}))
     first = _run(emulator, tmp_path, ["twice"])
+    # what a collect killed mid-write leaves: hidden temps no reader sees, swept by the next one
+    leftovers = [
+        tmp_path / "results" / "input_file=twice" / ".part-0.parquet.dead.tmp",
+        tmp_path / "staging" / "twice" / "downloads" / ".output-x.jsonl.dead.part",
+    ]
+    for leftover in leftovers:
+        leftover.parent.mkdir(parents=True, exist_ok=True)
+        leftover.write_bytes(b"half")
     second = _run(emulator, tmp_path, ["twice"])  # already collected: collected again, not stuck
+    assert not any(p.exists() for p in leftovers)
     assert first.ok and second.ok
     assert [(f.results, f.errors) for f in second.files] == [(3, 1)]
     assert counters(emulator.base_url)["batches_created"] == 1
