@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import machine, verdict
+
 MODELS = ("openai/gpt-4o-mini", "openai/gpt-4o", "openai/gpt-4.1-nano")
 WORDS = [
     "review",
@@ -139,6 +141,9 @@ def _child(workload: str, path: Path) -> None:
     print(json.dumps({"seconds": seconds, "lines": lines, "peak_rss_mib": peak_kib / 1024}))
 
 
+GOAL_VS_FLOOR = 2.5
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small size (CI smoke)")
@@ -153,7 +158,10 @@ def main() -> None:
     if args.quick:
         args.repeat = 1
     work = Path(tempfile.mkdtemp(prefix="bench-inputs-"))
+    ratios: dict[tuple[int, str], float] = {}
+    rss: dict[tuple[int, str], float] = {}
     try:
+        print(f"Input validation and sharding; machine: {machine()}")
         print(
             f"{'lines':>9} {'workload':>9} {'seconds':>8} {'lines/s':>10} {'MB/s':>7} "
             f"{'x floor':>7} {'peak RSS MiB':>12}"
@@ -171,8 +179,24 @@ def main() -> None:
                     f"{megabytes / seconds:>7.1f} {seconds / floor['seconds']:>7.2f} "
                     f"{result['peak_rss_mib']:>12.1f}"
                 )
+                ratios[size, workload] = seconds / floor["seconds"]
+                rss[size, workload] = result["peak_rss_mib"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    large, small = max(sizes), min(sizes)
+    judged = large >= 1_000_000
+    print(
+        f"\nGoals (issue 4/8, stated for 1,000,000 lines{'' if judged else '; not judged here'}):"
+    )
+    for workload in ("validate", "prepare"):
+        ratio = ratios[large, workload]
+        outcome = verdict(ratio <= GOAL_VS_FLOOR) if judged else "not judged"
+        print(f"  {workload} <= {GOAL_VS_FLOOR}x the floor: {ratio:.2f}x  {outcome}")
+    if small < large:
+        print(
+            f"  prepare memory {small:,} -> {large:,} lines: {rss[small, 'prepare']:.0f} -> "
+            f"{rss[large, 'prepare']:.0f} MiB (grows 12 bytes a line: duplicate detection)"
+        )
 
 
 if __name__ == "__main__":
