@@ -239,21 +239,30 @@ def test_stuck_and_retention_alerts_fire_once_and_clear(emulator_factory, tmp_pa
         assert tick() == {RETENTION_CHECK: True}
 
 
-@pytest.mark.parametrize("delete", [False, True])
-def test_cleanup_after_collect_is_optional(emulator, tmp_path: Path, delete: bool) -> None:
-    write_input(tmp_path, "tidy", chat_lines(3, fail={1: 400}))
-    resources = _resources(emulator, tmp_path, delete_files_after_collect=delete)
+@pytest.mark.parametrize(
+    ("delete", "max_error_rate", "rate_ok"), [(False, 0.2, False), (True, 0.5, True)]
+)
+def test_cleanup_is_optional_and_the_error_rate_is_checked(
+    emulator, tmp_path: Path, delete: bool, max_error_rate: float, rate_ok: bool
+) -> None:
+    write_input(tmp_path, "tidy", chat_lines(3, fail={1: 400}))  # 1 of 3 fails: 33%
+    resources = _resources(
+        emulator, tmp_path, delete_files_after_collect=delete, max_error_rate=max_error_rate
+    )
     store = ManifestStore(tmp_path / "batches")
     with dg.instance_for_test() as instance:
         assert _submit(instance, resources, "tidy").success
         _tick_until(instance, resources, lambda t: bool(t.run_requests))
-        assert dg.materialize(
+        result = dg.materialize(
             [collected_batches],
             partition_key="tidy",
             instance=instance,
             resources=resources,
             run_config=QUIET,
-        ).success
+        )
+        assert result.success  # a warning check does not fail the run
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {"every_input_line_accounted_for": True, "error_rate_below_threshold": rate_ok}
     record = next(iter(store.load("tidy").shards.values()))
     ids = [record.input_file_id, record.output_file_id, record.error_file_id]
     assert all(ids) and record.files_deleted is delete
