@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batch_pipeline.cli import add_data_dir_argument
+from batch_pipeline.layout import DataLayout, LayoutError, partition_name
 from batch_pipeline.manifest import ManifestStore
 
 DEFAULT_GATEWAY = "http://localhost:8080"
@@ -145,11 +146,10 @@ def run_files(
     from batch_pipeline.defs.partitions import input_files
     from batch_pipeline.defs.resources import GatewayResource, PipelineSettings
     from batch_pipeline.defs.sensors import batch_status_sensor
-    from batch_pipeline.layout import DataLayout, LayoutError, partition_name
 
     started = time.monotonic()
     layout = DataLayout.at(data_dir)
-    names = [_place_in_inbox(path, layout, partition_name, LayoutError) for path in files]
+    names = [_place_in_inbox(path, layout) for path in files]
     resources = {
         "gateway": GatewayResource(
             base_url=gateway_url,
@@ -222,13 +222,13 @@ def run_files(
     return RunSummary(layout.root, list(outcomes.values()), time.monotonic() - started)
 
 
-def _place_in_inbox(path: Path, layout, partition_name, layout_error) -> str:
+def _place_in_inbox(path: Path, layout: DataLayout) -> str:
     """Copy a file into the inbox (unless it is there) and return its partition name."""
     if not path.is_file():
         raise RunError(f"{path}: no such file")
     try:
         name = partition_name(path.name)
-    except layout_error as exc:
+    except LayoutError as exc:
         raise RunError(str(exc)) from None
     target = layout.inbox / path.name
     if path.resolve() != target.resolve():
@@ -262,12 +262,12 @@ def _failure_message(result) -> str:
     return "failed"
 
 
-def _all_terminal(layout, name: str) -> bool:
+def _all_terminal(layout: DataLayout, name: str) -> bool:
     manifest = ManifestStore(layout.root / "batches").load(name)
     return manifest is not None and manifest.all_terminal
 
 
-def _print_progress(progress, layout, waiting: list[str]) -> None:
+def _print_progress(progress, layout: DataLayout, waiting: list[str]) -> None:
     store = ManifestStore(layout.root / "batches")
     for name in waiting:
         manifest = store.load(name)
@@ -283,7 +283,7 @@ def _print_progress(progress, layout, waiting: list[str]) -> None:
         progress(f"{name}: {done}/{len(manifest.shards)} batches finished [{statuses}] {shown}")
 
 
-def _collect_outcome(name: str, result, layout) -> FileOutcome:
+def _collect_outcome(name: str, result, layout: DataLayout) -> FileOutcome:
     import pyarrow.parquet as pq
 
     if not result.success:
