@@ -162,17 +162,22 @@ def run_files(
     outcomes = {n: FileOutcome(n, ok=False) for n in names}
     with ExitStack() as stack:
         instance = _instance(stack)
-        instance.add_dynamic_partitions(input_files.name, names)
-        waiting = []
-        for name in names:
-            result = dg.materialize(
-                [batch_input, submitted_batches],
-                partition_key=name,
+
+        def materialize(assets: list, partition_key: str | None):
+            """One in-process run of `assets` with this run's instance and resources."""
+            return dg.materialize(
+                assets,
+                partition_key=partition_key,
                 instance=instance,
                 resources=resources,
                 run_config=QUIET,
                 raise_on_error=False,
             )
+
+        instance.add_dynamic_partitions(input_files.name, names)
+        waiting = []
+        for name in names:
+            result = materialize([batch_input, submitted_batches], name)
             if result.success:
                 waiting.append(name)
                 progress(f"{name}: submitted")
@@ -192,33 +197,17 @@ def run_files(
             for request in tick.run_requests or []:
                 # shards held by queue limits now fit: submit them (collect is decided below)
                 if request.job_name == "submit_job" and request.partition_key in waiting:
-                    dg.materialize(
-                        [batch_input, submitted_batches],
-                        partition_key=request.partition_key,
-                        instance=instance,
-                        resources=resources,
-                        run_config=QUIET,
-                        raise_on_error=False,
-                    )
+                    materialize([batch_input, submitted_batches], request.partition_key)
             # Every file whose batches all ended is collected now, even one collected by an
             # earlier run (the sensor would skip it): a foreground run always ends in Parquet.
             for name in [n for n in waiting if _all_terminal(layout, n)]:
-                result = dg.materialize(
-                    [collected_batches],
-                    partition_key=name,
-                    instance=instance,
-                    resources=resources,
-                    run_config=QUIET,
-                    raise_on_error=False,
-                )
+                result = materialize([collected_batches], name)
                 waiting.remove(name)
                 outcomes[name] = _collect_outcome(name, result, layout)
             if waiting:
                 time.sleep(poll_interval)
         if any(o.ok for o in outcomes.values()):
-            dg.materialize(
-                [batch_outcomes], instance=instance, resources=resources, run_config=QUIET
-            )
+            materialize([batch_outcomes], None)
     return RunSummary(layout.root, list(outcomes.values()), time.monotonic() - started)
 
 

@@ -159,14 +159,10 @@ class BatchCollector:
         `source` names the file in messages."""
         self._check_open()
         for number, line in enumerate(lines, 1):
-            try:
-                item = parse_json(line)
-            except ValueError:
-                if not line.strip():
-                    continue
-                item = None
-            custom_id = item.get("custom_id") if isinstance(item, dict) else None
-            if isinstance(custom_id, str) and custom_id:
+            item, custom_id = _read_line(line)
+            if item is _BLANK:
+                continue
+            if custom_id:
                 input_line = self._claim(custom_id)
                 if input_line is not None:
                     self._emitter.emit(classify_item(item), custom_id, input_line, line)
@@ -309,6 +305,20 @@ def _batch_failure(batch_errors: Sequence[Mapping[str, Any]]) -> tuple[str, str]
     )
 
 
+_BLANK = object()
+
+
+def _read_line(line: bytes | str) -> tuple[Any, str | None]:
+    """A result line parsed (None: not valid JSON, _BLANK: blank) and its custom_id when usable.
+    Blankness is checked only when parsing fails: the hot path parses once and copies nothing."""
+    try:
+        item = parse_json(line)
+    except ValueError:
+        return (_BLANK if not line.strip() else None), None
+    custom_id = item.get("custom_id") if isinstance(item, dict) else None
+    return item, custom_id if isinstance(custom_id, str) and custom_id else None
+
+
 class _LineConverter:
     """results_to_parquet's row maker: every non-blank line becomes exactly one row."""
 
@@ -318,14 +328,10 @@ class _LineConverter:
     def add_lines(self, lines: Iterable[bytes], source: str) -> None:
         emit = self._emitter.emit
         for number, line in enumerate(lines, 1):
-            try:
-                item = parse_json(line)
-            except ValueError:
-                if not line.strip():
-                    continue
-                item = None
-            custom_id = item.get("custom_id") if isinstance(item, dict) else None
-            if isinstance(custom_id, str) and custom_id:
+            item, custom_id = _read_line(line)
+            if item is _BLANK:
+                continue
+            if custom_id:
                 emit(classify_item(item), custom_id, None, line)
                 continue
             if item is None:
