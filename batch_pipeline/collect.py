@@ -9,13 +9,15 @@ verified from the written Parquet files themselves.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import orjson
-import pyarrow.parquet as pq
 
 from batch_pipeline.costs import PriceTable
 from batch_pipeline.gateway import (
@@ -31,6 +33,7 @@ from batch_pipeline.poll import GONE_STATUS
 from batch_pipeline.providers import provider_traits
 from batch_pipeline.results import BatchCollector, BatchContext, CollectStats, PartitionWriter
 from batch_pipeline.retry import attempt_of
+from batch_pipeline.storage import DataPath, is_local, read_parquet
 
 SAMPLE = 20
 
@@ -76,8 +79,8 @@ class InvariantReport:
 @dataclass
 class CollectReport:
     name: str
-    results_path: Path
-    errors_path: Path
+    results_path: DataPath
+    errors_path: DataPath
     results_rows: int
     errors_rows: int
     errors_by_stage: dict[str, int]
@@ -123,6 +126,8 @@ def collect_partition(
 
 def _sweep_leftovers(layout: DataLayout, name: str) -> None:
     """Hidden temp files and downloads of an interrupted collect (no reader ever saw them)."""
+    if not is_local(layout.root):
+        return  # temp files live in private local folders; S3 never shows a partial object
     for target in (layout.results_file(name), layout.errors_file(name)):
         for tmp in target.parent.glob(f".{target.name}.*.tmp"):
             tmp.unlink(missing_ok=True)
@@ -149,17 +154,19 @@ def _collect(
         raise CollectError(f"{name}: batches of shards {', '.join(pending)} are not finished yet")
 
     results_path, errors_path = layout.results_file(name), layout.errors_file(name)
-    downloads = layout.staging(name) / "downloads"
     batches: dict[str, CollectStats] = {}
     cost, unpriced = 0.0, set()
     original, attempt = attempt_of(name)
-    with PartitionWriter(
-        results_path,
-        errors_path,
-        collected_at=collected_at or datetime.now(UTC),
-        original_file=original,
-        attempt=attempt,
-    ) as writer:
+    with (
+        _downloads_folder(layout, name) as downloads,
+        PartitionWriter(
+            results_path,
+            errors_path,
+            collected_at=collected_at or datetime.now(UTC),
+            original_file=original,
+            attempt=attempt,
+        ) as writer,
+    ):
         _add_rejected(writer, plan)
         for shard in plan.shards:
             record = manifest.shards[shard.shard_id]  # type: ignore[union-attr]
@@ -222,6 +229,17 @@ def delete_batch_files(client: BifrostClient, store: ManifestStore, name: str) -
     return problems
 
 
+@contextmanager
+def _downloads_folder(layout: DataLayout, name: str) -> Iterator[Path]:
+    """Local disk for provider output files while they are read: staging/<name>/downloads
+    (swept by the next collect after a kill), or a private temp folder for an S3 root."""
+    if is_local(layout.root):
+        yield layout.staging(name) / "downloads"
+        return
+    with tempfile.TemporaryDirectory(prefix="batch-pipeline-downloads-") as folder:
+        yield Path(folder)
+
+
 def _terminal(manifest: Manifest | None, shard_id: str) -> bool:
     record = manifest.shards.get(shard_id) if manifest else None
     return bool(record and record.terminal)
@@ -231,7 +249,7 @@ def _add_rejected(writer: PartitionWriter, plan: InputPlan) -> None:
     """Input lines refused by validation (policy `skip`) become `stage=input` error rows."""
     if not plan.rejected_path:
         return
-    with open(plan.rejected_path, "rb") as lines:
+    with plan.rejected_path.open("rb") as lines:
         for line in lines:
             rejected = orjson.loads(line)
             writer.add_error(
@@ -276,18 +294,20 @@ def expected_lines(plan: InputPlan) -> np.ndarray:
     """The input line numbers the plan accounted for: every shard's requests plus rejects."""
     parts = [np.fromiter(read_shard_index(s).values(), dtype=np.int64) for s in plan.shards]
     if plan.rejected_path:
-        with open(plan.rejected_path, "rb") as lines:
+        with plan.rejected_path.open("rb") as lines:
             parts.append(
                 np.fromiter((orjson.loads(x)["input_line"] for x in lines), dtype=np.int64)
             )
     return np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
 
 
-def check_invariant(plan: InputPlan, results_path: Path, errors_path: Path) -> InvariantReport:
+def check_invariant(
+    plan: InputPlan, results_path: DataPath, errors_path: DataPath
+) -> InvariantReport:
     """Read back both Parquet files and prove each input line is in exactly one row."""
     expected = expected_lines(plan)
     columns = [
-        pq.read_table(p, columns=["input_line"]).column(0) for p in (results_path, errors_path)
+        read_parquet(p, columns=["input_line"]).column(0) for p in (results_path, errors_path)
     ]
     results_rows, errors_rows = len(columns[0]), len(columns[1])
     lines = np.concatenate([c.to_numpy(zero_copy_only=False) for c in columns])

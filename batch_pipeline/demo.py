@@ -21,8 +21,14 @@ def run(args: argparse.Namespace) -> int:
     from batch_pipeline.emulator import EmbeddedEmulator, EmulatorConfig
     from batch_pipeline.layout import DataLayout
     from batch_pipeline.runner import RunError, run_files
+    from batch_pipeline.storage import is_local
 
     layout = DataLayout.at(args.data_dir)
+    if not is_local(layout.root):
+        print(
+            "batch-pipeline demo: needs a local --data-dir (use `run` for s3://)", file=sys.stderr
+        )
+        return 2
     samples = list(layout.inbox_files())
     if not samples:
         print(f"batch-pipeline demo: no sample files in {layout.inbox}", file=sys.stderr)

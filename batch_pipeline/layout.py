@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Collection, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+
+from batch_pipeline.storage import DataPath, data_root, is_local, list_names
 
 INPUT_SUFFIXES = (".jsonl.gz", ".jsonl")
 # A partition name is a file name without its suffix: portable, hive-safe, no path separators.
@@ -50,99 +49,119 @@ def check_name(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class DataLayout:
-    """The data root and the fixed paths below it."""
+class InboxScan:
+    """One page of the inbox: new partition names, one-line refusals, and where the next page
+    starts (None when this page reached the end: the next scan starts over)."""
 
-    root: Path
+    new: list[str]
+    refused: list[str]
+    next_after: str | None
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """The data root (a local folder or an s3:// URL) and the fixed paths below it."""
+
+    root: DataPath
 
     @classmethod
     def at(cls, root: str | os.PathLike[str]) -> DataLayout:
-        return cls(Path(root).resolve())
+        return cls(data_root(root))
 
     @property
-    def inbox(self) -> Path:
+    def inbox(self) -> DataPath:
         return self.root / "inbox"
 
-    def staging(self, name: str) -> Path:
+    def staging(self, name: str) -> DataPath:
         return self.root / "staging" / check_name(name)
 
-    def manifest(self, name: str) -> Path:
+    def manifest(self, name: str) -> DataPath:
         return self.root / "batches" / f"{check_name(name)}.json"
 
-    def results_file(self, name: str) -> Path:
+    def results_file(self, name: str) -> DataPath:
         return self.root / "results" / f"input_file={check_name(name)}" / "part-0.parquet"
 
-    def errors_file(self, name: str) -> Path:
+    def errors_file(self, name: str) -> DataPath:
         return self.root / "errors" / f"input_file={check_name(name)}" / "part-0.parquet"
 
-    def input_file(self, name: str) -> Path:
+    def input_file(self, name: str) -> DataPath:
         """The inbox file of a partition; refuses a symlink that leads outside the data root."""
         check_name(name)
         for suffix in INPUT_SUFFIXES:
             path = self.inbox / f"{name}{suffix}"
+            if not is_local(path):
+                if path.exists():
+                    return path
+                continue
             if path.exists() or path.is_symlink():
-                real = path.resolve()
-                if not real.is_relative_to(self.root):
-                    raise LayoutError(f"{path}: links outside the data root {self.root}")
-                if not real.is_file():  # a directory, FIFO or device would fail or block
-                    raise LayoutError(f"{path}: not a regular file")
+                self._check_local_input(path)
                 return path
         raise LayoutError(f"{name}: no {name}.jsonl or {name}.jsonl.gz in {self.inbox}")
+
+    def _check_local_input(self, path: Path) -> None:
+        real = path.resolve()
+        if not real.is_relative_to(self.root):
+            raise LayoutError(f"{path}: links outside the data root {self.root}")
+        if not real.is_file():  # a directory, FIFO or device would fail or block
+            raise LayoutError(f"{path}: not a regular file")
 
     def new_inputs(
         self, known: Collection[str], *, settle_seconds: float, now: float
     ) -> tuple[list[str], list[str]]:
-        """Partition names of inbox files not in `known` and unchanged for `settle_seconds`
-        (a file still being copied in is left for later), and one-line refusals of bad names."""
+        """Partition names of every inbox file not in `known` and settled, and refusals."""
+        new: list[str] = []
+        refused: list[str] = []
+        after = None
+        while True:
+            page = self.scan_inbox(
+                known, settle_seconds=settle_seconds, now=now, after=after, limit=1000
+            )
+            new += page.new
+            refused += page.refused
+            if page.next_after is None:
+                return new, refused
+            after = page.next_after
+
+    def scan_inbox(
+        self,
+        known: Collection[str],
+        *,
+        settle_seconds: float,
+        now: float,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> InboxScan:
+        """One page of inbox files (names sorting after `after`, at most `limit`): partition
+        names not in `known` and unchanged for `settle_seconds` (a file still being copied in
+        is left for later), and one-line refusals of bad names and links."""
+        entries = list_names(self.inbox, after=after, limit=limit)
         new, refused, seen = [], [], set()
-        for path in self.inbox_files():
+        for file_name, changed in entries:
+            if not file_name.endswith(INPUT_SUFFIXES) or file_name.startswith("."):
+                continue
             try:
-                name = partition_name(path.name)
-                changed = path.stat().st_mtime
+                name = partition_name(file_name)
+                if changed is None:
+                    raise OSError
+                if is_local(self.inbox):
+                    self._check_local_input(self.inbox / file_name)
             except LayoutError as exc:
                 refused.append(str(exc))
                 continue
             except OSError:  # a broken link, or removed since the listing
-                refused.append(f"{path.name}: cannot be read")
+                refused.append(f"{file_name}: cannot be read")
                 continue
             if name in seen:
-                refused.append(f"{path.name}: another file is already input {name!r}; rename one")
+                refused.append(f"{file_name}: another file is already input {name!r}; rename one")
                 continue
             seen.add(name)
             if name not in known and now - changed >= settle_seconds:
                 new.append(name)
-        return new, refused
+        full_page = limit is not None and len(entries) >= limit
+        return InboxScan(new, refused, entries[-1][0] if full_page else None)
 
-    def inbox_files(self) -> Iterator[Path]:
+    def inbox_files(self) -> Iterator[DataPath]:
         """Input files in the inbox, sorted by name (others are ignored)."""
-        if not self.inbox.is_dir():
-            return
-        for path in sorted(self.inbox.iterdir()):
-            if path.name.endswith(INPUT_SUFFIXES) and not path.name.startswith("."):
-                yield path
-
-
-@contextmanager
-def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO]:
-    """Write `path` through a temp file in the same folder, fsync and rename: all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename in `path` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        for file_name, _ in list_names(self.inbox):
+            if file_name.endswith(INPUT_SUFFIXES) and not file_name.startswith("."):
+                yield self.inbox / file_name

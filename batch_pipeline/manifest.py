@@ -8,16 +8,15 @@ never a second batch for the same shard.
 
 from __future__ import annotations
 
-import fcntl
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from contextlib import ExitStack, contextmanager
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from batch_pipeline.layout import atomic_write, check_name
+from batch_pipeline.layout import check_name
+from batch_pipeline.storage import DataPath, LockBusy, atomic_write, list_names, lock
 
 ShardState = Literal["pending", "creating", "submitted"]
 
@@ -88,58 +87,54 @@ class Manifest(BaseModel):
 class ManifestStore:
     """Reads and updates manifests in `data/batches/`; updates are locked and atomic."""
 
-    def __init__(self, batches_dir: Path) -> None:
+    def __init__(self, batches_dir: DataPath) -> None:
         self.dir = batches_dir
 
-    def path(self, name: str) -> Path:
+    def path(self, name: str) -> DataPath:
         return self.dir / f"{check_name(name)}.json"
 
     @contextmanager
     def exclusive(self, name: str, what: str) -> Iterator[None]:
         """Hold `what` (e.g. "submit") for one input file across processes, or refuse at once."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / f".{check_name(name)}.{what}.lock", "a") as lock:
+        with ExitStack() as held:
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                held.enter_context(
+                    lock(self.dir / f".{check_name(name)}.{what}.lock", blocking=False)
+                )
+            except LockBusy:
                 raise ManifestBusy(f"{name}: another {what} of this file is running") from None
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+            yield
 
     def all(self) -> list[Manifest]:
         """Every manifest (small JSON files, read fresh)."""
         return [m for m in (self.load(n) for n in self.names()) if m is not None]
 
     def load(self, name: str) -> Manifest | None:
-        path = self.path(name)
-        if not path.exists():
+        try:
+            data = self.path(name).read_bytes()
+        except FileNotFoundError:
             return None
-        return Manifest.model_validate_json(path.read_bytes())
+        return Manifest.model_validate_json(data)
 
     def names(self) -> list[str]:
         """Names of every input file that has a manifest."""
-        if not self.dir.is_dir():
-            return []
-        return sorted(p.stem for p in self.dir.glob("*.json") if not p.name.startswith("."))
+        return [
+            file_name.removesuffix(".json")
+            for file_name, _ in list_names(self.dir)
+            if file_name.endswith(".json") and not file_name.startswith(".")
+        ]
 
     @contextmanager
     def update(self, name: str, *, input_sha256: str | None = None) -> Iterator[Manifest]:
         """Lock, load (or start) the manifest, let the caller change it, save it atomically."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / f".{check_name(name)}.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                manifest = self.load(name)
-                if manifest is None:
-                    if input_sha256 is None:
-                        raise FileNotFoundError(f"{self.path(name)}: no manifest")
-                    manifest = Manifest(input_file=name, input_sha256=input_sha256)
-                yield manifest
-                self._save(manifest)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with lock(self.dir / f".{check_name(name)}.lock"):
+            manifest = self.load(name)
+            if manifest is None:
+                if input_sha256 is None:
+                    raise FileNotFoundError(f"{self.path(name)}: no manifest")
+                manifest = Manifest(input_file=name, input_sha256=input_sha256)
+            yield manifest
+            self._save(manifest)
 
     def record(self, name: str, shard_id: str, **changes: Any) -> ShardRecord:
         """Apply `changes` to one shard's record and persist them before returning."""

@@ -1,21 +1,25 @@
 """The outcomes view: one row per (original input file, custom_id) with its final outcome
 across every attempt: the latest success, else the latest error.
 
-Built with DuckDB straight from the results and errors Parquet, so it streams and spills to
-disk (under staging/.duckdb) past MEMORY_LIMIT instead of holding a file's rows in memory. An original file is rebuilt only when one of
-its partitions changed since its outcomes were written.
+Built with DuckDB straight from the results and errors Parquet (on disk or, through fsspec, on
+S3), so it streams and spills to local disk past MEMORY_LIMIT instead of holding a file's rows in
+memory. An original file is rebuilt only when one of its partitions changed since its outcomes
+were written.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from batch_pipeline.layout import DataLayout, fsync_dir
+from batch_pipeline.layout import DataLayout
 from batch_pipeline.retry import attempt_of
+from batch_pipeline.storage import DataPath, is_local, modified_at, publish, scratch_for
 
 MEMORY_LIMIT = "256MB"
 
@@ -47,16 +51,16 @@ copy (
 @dataclass(frozen=True)
 class OutcomesFile:
     original: str
-    path: Path
+    path: DataPath
     rows: int
     rebuilt: bool
 
 
-def _quote(value: str | Path) -> str:
+def _quote(value: str | DataPath) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _file_list(paths: Iterable[Path]) -> str:
+def _file_list(paths: Iterable[DataPath]) -> str:
     return "[" + ", ".join(_quote(p) for p in paths) + "]"
 
 
@@ -66,8 +70,9 @@ def _partitions(layout: DataLayout) -> dict[str, list[str]]:
     results_root = layout.root / "results"
     if not results_root.is_dir():
         return groups
-    for folder in sorted(results_root.glob("input_file=*")):
-        name = folder.name.removeprefix("input_file=")
+    for name in sorted(
+        f.name.removeprefix("input_file=") for f in results_root.glob("input_file=*")
+    ):
         if layout.results_file(name).exists() and layout.errors_file(name).exists():
             groups[attempt_of(name)[0]].append(name)
     return groups
@@ -78,21 +83,18 @@ def build_outcomes(layout: DataLayout) -> list[OutcomesFile]:
     import duckdb
 
     built = []
-    scratch = layout.root / "staging" / ".duckdb"
-    scratch.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect() as db:
+    with duckdb.connect() as db, _spill_folder(layout) as spill:
         db.execute(f"set memory_limit = '{MEMORY_LIMIT}'")
         db.execute("set preserve_insertion_order = false")  # lets big sorts stream and spill
-        db.execute(f"set temp_directory = {_quote(scratch)}")
+        db.execute(f"set temp_directory = {_quote(spill)}")
+        if not is_local(layout.root):
+            db.register_filesystem(layout.root.fs)
         for original, names in _partitions(layout).items():
             target = layout.root / "outcomes" / f"original_file={original}" / "part-0.parquet"
             sources = [layout.results_file(n) for n in names] + [
                 layout.errors_file(n) for n in names
             ]
-            # ctime too: a published Parquet is renamed into place and keeps its temp mtime
-            fresh = target.exists() and target.stat().st_mtime_ns > max(
-                max(p.stat().st_mtime_ns, p.stat().st_ctime_ns) for p in sources
-            )
+            fresh = target.exists() and modified_at(target) > max(map(modified_at, sources))
             if not fresh:
                 _write(db, original, names, layout, target)
             rows = db.execute(f"select count(*) from read_parquet({_quote(target)})").fetchone()[0]
@@ -100,19 +102,32 @@ def build_outcomes(layout: DataLayout) -> list[OutcomesFile]:
     return built
 
 
-def _write(db, original: str, names: list[str], layout: DataLayout, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
-    try:
-        db.execute(
-            _QUERY.format(
-                original=_quote(original),
-                results=_file_list(layout.results_file(n) for n in names),
-                errors=_file_list(layout.errors_file(n) for n in names),
-                target=_quote(tmp),
+@contextmanager
+def _spill_folder(layout: DataLayout) -> Iterator[Path]:
+    """Local disk for DuckDB to spill to: staging/.duckdb, or a temp folder for an S3 root."""
+    if is_local(layout.root):
+        folder = layout.root / "staging" / ".duckdb"
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="batch-pipeline-duckdb-") as folder:
+        yield Path(folder)
+
+
+def _write(db, original: str, names: list[str], layout: DataLayout, target: DataPath) -> None:
+    with scratch_for(target) as scratch:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=scratch)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            db.execute(
+                _QUERY.format(
+                    original=_quote(original),
+                    results=_file_list(layout.results_file(n) for n in names),
+                    errors=_file_list(layout.errors_file(n) for n in names),
+                    target=_quote(tmp),
+                )
             )
-        )
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(target.parent)
+            publish(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)

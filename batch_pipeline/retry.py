@@ -12,12 +12,10 @@ import gzip
 import re
 import sys
 from dataclasses import dataclass
-from pathlib import Path
-
-import pyarrow.parquet as pq
 
 from batch_pipeline.cli import add_data_dir_argument
-from batch_pipeline.layout import DataLayout, atomic_write
+from batch_pipeline.layout import DataLayout
+from batch_pipeline.storage import DataPath, atomic_write, read_parquet
 
 GZIP_MAGIC = b"\x1f\x8b"
 _RETRY_NAME = re.compile(r"(?P<original>.+)\.retry-(?P<n>[1-9][0-9]*)")
@@ -37,7 +35,7 @@ def attempt_of(name: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class RetryWave:
-    path: Path
+    path: DataPath
     name: str
     attempt: int
     requests: int
@@ -51,7 +49,7 @@ def write_retry_wave(
     errors_path = layout.errors_file(name)
     if not errors_path.exists():
         raise RetryError(f"{name}: not collected yet, so there are no errors to retry")
-    table = pq.read_table(errors_path, columns=["input_line", "retryable"])
+    table = read_parquet(errors_path, columns=["input_line", "retryable"])
     lines = {
         line
         for line, retryable in zip(
@@ -74,10 +72,10 @@ def write_retry_wave(
     if target.exists():
         return RetryWave(target, wave, attempt + 1, len(lines), created=False)
     source = layout.input_file(name)
-    with open(source, "rb") as probe:
-        compressed = probe.read(2) == GZIP_MAGIC  # by content, as the input layer reads it
-    opener = gzip.open if compressed else open
-    with opener(source, "rb") as lines_in, atomic_write(target) as out:
+    with source.open("rb") as raw_in, atomic_write(target) as out:
+        compressed = raw_in.read(2) == GZIP_MAGIC  # by content, as the input layer reads it
+        raw_in.seek(0)
+        lines_in = gzip.GzipFile(fileobj=raw_in) if compressed else raw_in
         for number, raw in enumerate(lines_in, start=1):
             if number in lines:
                 out.write(raw if raw.endswith(b"\n") else raw + b"\n")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 from batch_pipeline.cli import add_data_dir_argument
 from batch_pipeline.layout import DataLayout, LayoutError, partition_name
 from batch_pipeline.manifest import ManifestStore
+from batch_pipeline.storage import DataPath, copy_into, is_local, read_parquet
 
 DEFAULT_GATEWAY = "http://localhost:8080"
 # The foreground run prints its own progress; Dagster's per-event console log is for the UI.
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         summary = run_files(
             [Path(f) for f in args.files],
             gateway_url=gateway,
-            data_dir=Path(args.data_dir),
+            data_dir=args.data_dir,
             on_invalid=args.on_invalid,
             default_provider=args.default_provider,
             poll_interval=args.poll_interval,
@@ -93,7 +93,7 @@ class FileOutcome:
 
 @dataclass
 class RunSummary:
-    data_dir: Path
+    data_dir: DataPath
     files: list[FileOutcome]
     seconds: float
 
@@ -112,7 +112,7 @@ class RunSummary:
                 f"{f.name:<28} {f.batches:>7} {f.results:>8} {f.errors:>7} {f.total_tokens:>9} "
                 f"{f.cost_usd:>10.6f}  {notes}"
             )
-        root = self.data_dir.resolve()
+        root = self.data_dir
         lines += [
             f"done in {self.seconds:.1f}s; every input line accounted for: {'yes' if self.ok else 'NO'}",
             f"results: {root / 'results'}   errors: {root / 'errors'}",
@@ -127,7 +127,7 @@ def run_files(
     files: list[Path],
     *,
     gateway_url: str,
-    data_dir: Path,
+    data_dir: str | os.PathLike[str],
     on_invalid: str = "reject",
     default_provider: str = "",
     poll_interval: float = 1.0,
@@ -220,14 +220,8 @@ def _place_in_inbox(path: Path, layout: DataLayout) -> str:
     except LayoutError as exc:
         raise RunError(str(exc)) from None
     target = layout.inbox / path.name
-    if path.resolve() != target.resolve():
-        layout.inbox.mkdir(parents=True, exist_ok=True)
-        with (
-            tempfile.NamedTemporaryFile(dir=layout.inbox, prefix=".", delete=False) as tmp,
-            open(path, "rb") as src,
-        ):
-            shutil.copyfileobj(src, tmp)
-        os.replace(tmp.name, target)
+    if not is_local(target) or path.resolve() != target.resolve():
+        copy_into(path, target)
     return name
 
 
@@ -273,19 +267,17 @@ def _print_progress(progress, layout: DataLayout, waiting: list[str]) -> None:
 
 
 def _collect_outcome(name: str, result, layout: DataLayout) -> FileOutcome:
-    import pyarrow.parquet as pq
-
     if not result.success:
         return FileOutcome(name, ok=False, message=_failure_message(result))
     from batch_pipeline.defs.assets import INVARIANT_CHECK
 
     checks = [c for c in result.get_asset_check_evaluations() if c.check_name == INVARIANT_CHECK]
     ok = bool(checks) and all(c.passed for c in checks)
-    errors = pq.read_table(layout.errors_file(name), columns=["stage"]).column(0).to_pylist()
+    errors = read_parquet(layout.errors_file(name), columns=["stage"]).column(0).to_pylist()
     by_stage: dict[str, int] = {}
     for stage in errors:
         by_stage[stage] = by_stage.get(stage, 0) + 1
-    results = pq.read_table(layout.results_file(name), columns=["total_tokens"]).column(0)
+    results = read_parquet(layout.results_file(name), columns=["total_tokens"]).column(0)
     manifest = ManifestStore(layout.root / "batches").load(name)
     cost = sum(
         event.materialization.metadata["cost_usd"].value

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from batch_pipeline.inputs import InputOptions, InputPlan, Shard, content_sha256
 from batch_pipeline.manifest import ManifestBusy, ManifestStore, ShardRecord
 from batch_pipeline.providers import provider_traits
 from batch_pipeline.queue_limits import QueueGate
+from batch_pipeline.storage import local_copy
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +206,8 @@ def _submit_shard(
     traits = provider_traits(shard.provider)
     input_file_id = record.input_file_id
     if traits.submit_mode == "file" and not input_file_id:
-        uploaded = client.upload_file(shard.path, provider=shard.provider)
+        with local_copy(shard.path) as shard_file:
+            uploaded = client.upload_file(shard_file, provider=shard.provider)
         input_file_id = uploaded.id
         store.record(name, shard.shard_id, input_file_id=input_file_id)
 
@@ -250,29 +253,30 @@ def _record_batch(
 
 def _create(client: BifrostClient, name: str, shard: Shard, input_file_id: str | None, window: str):
     """One create, asked again only after a 429 (a refusal: nothing was created)."""
-    source = (
-        {"requests_jsonl": shard.path}
-        if provider_traits(shard.provider).submit_mode == "inline"
-        else {"input_file_id": input_file_id}
-    )
-    deadline = time.monotonic() + MAX_RATE_LIMIT_WAIT_SECONDS
-    while True:
-        try:
-            return client.create_batch(
-                model=f"{shard.provider}/{shard.model}",
-                endpoint=shard.endpoint,
-                completion_window=window,
-                metadata={SHARD_KEY: shard.shard_id, INPUT_KEY: name},
-                **source,
-            )
-        except RateLimitError as exc:
-            wait = exc.retry_after if exc.retry_after is not None else 2.0
-            if time.monotonic() + wait > deadline:
-                raise
-            log.warning(
-                "%s: create of shard %s rate-limited; retrying in %.1fs", name, shard.shard_id, wait
-            )
-            time.sleep(wait)
+    inline = provider_traits(shard.provider).submit_mode == "inline"
+    with local_copy(shard.path) if inline else nullcontext(None) as requests_jsonl:
+        source = {"requests_jsonl": requests_jsonl} if inline else {"input_file_id": input_file_id}
+        deadline = time.monotonic() + MAX_RATE_LIMIT_WAIT_SECONDS
+        while True:
+            try:
+                return client.create_batch(
+                    model=f"{shard.provider}/{shard.model}",
+                    endpoint=shard.endpoint,
+                    completion_window=window,
+                    metadata={SHARD_KEY: shard.shard_id, INPUT_KEY: name},
+                    **source,
+                )
+            except RateLimitError as exc:
+                wait = exc.retry_after if exc.retry_after is not None else 2.0
+                if time.monotonic() + wait > deadline:
+                    raise
+                log.warning(
+                    "%s: create of shard %s rate-limited; retrying in %.1fs",
+                    name,
+                    shard.shard_id,
+                    wait,
+                )
+                time.sleep(wait)
 
 
 def _after_unknown_outcome(

@@ -30,15 +30,20 @@ def run(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
     from batch_pipeline.emulator import EmbeddedEmulator, EmulatorConfig
+    from batch_pipeline.storage import data_root, is_local
 
-    data_dir = Path(args.data_dir).resolve()
+    data_dir = data_root(args.data_dir)
     env = dict(os.environ)
     env.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve()))
     Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    # the emulator keeps its state on local disk, beside the data or the Dagster home
+    state_dir = (
+        data_dir / ".emulator" if is_local(data_dir) else Path(env["DAGSTER_HOME"]) / "emulator"
+    )
     with ExitStack() as stack:
         gateway = args.gateway
         if gateway is None:
-            config = EmulatorConfig(port=0, state_dir=data_dir / ".emulator")
+            config = EmulatorConfig(port=0, state_dir=state_dir)
             gateway = stack.enter_context(EmbeddedEmulator(config)).base_url
             env.setdefault("BATCH_PIPELINE_AUTOSUBMIT", "1")
             print(f"embedded gateway emulator at {gateway}")

@@ -37,3 +37,20 @@ def emulator_factory(tmp_path: Path) -> Iterator[Callable[..., EmbeddedEmulator]
 def emulator(emulator_factory: Callable[..., EmbeddedEmulator]) -> EmbeddedEmulator:
     """A started emulator with fast timing and a temporary state dir."""
     return emulator_factory()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """One S3-compatible server (moto) on loopback for the whole session; always stopped."""
+    from object_store import running_s3
+
+    with running_s3() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch):
+    """An empty bucket of its own, with the AWS environment pointing at the server."""
+    from object_store import make_bucket
+
+    return make_bucket(s3_endpoint, monkeypatch)

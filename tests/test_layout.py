@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from batch_pipeline.layout import DataLayout, LayoutError, atomic_write, partition_name
+from batch_pipeline.layout import DataLayout, LayoutError, partition_name
+from batch_pipeline.storage import atomic_write
 
 
 @pytest.mark.parametrize(

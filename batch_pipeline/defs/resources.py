@@ -50,7 +50,10 @@ class GatewayResource(dg.ConfigurableResource):
 class PipelineSettings(dg.ConfigurableResource):
     """Where data lives and how input files are validated, submitted and polled."""
 
-    data_root: str = Field(default="data", description="Root of inbox/, staging/, results/ ...")
+    data_root: str = Field(
+        default="data",
+        description="Root of inbox/, staging/, results/ ...: a local folder or s3://bucket/prefix",
+    )
     default_provider: str = Field(
         default="", description="Provider for models given without a `provider/` prefix"
     )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from batch_pipeline.providers import PROVIDERS, SubmitMode
+from batch_pipeline.storage import DataPath
 
 PLAN_FILE = "plan.json"
 REJECTED_FILE = "rejected.jsonl"
@@ -128,8 +128,8 @@ class Shard(BaseModel):
     model: str
     endpoint: str
     submit_mode: SubmitMode
-    path: Path
-    index_path: Path
+    path: DataPath
+    index_path: DataPath
     request_count: int
     bytes: int
     first_line: int
@@ -144,22 +144,22 @@ class InputPlan(BaseModel):
     options_fingerprint: str
     summary: FileSummary
     shards: list[Shard]
-    rejected_path: Path | None
+    rejected_path: DataPath | None
     rejected_count: int
     total_lines: int
 
-    def to_json(self, staging_dir: Path) -> bytes:
+    def to_json(self, staging_dir: DataPath) -> bytes:
         """plan.json bytes with paths relative to staging_dir, so the data root can move."""
         data = self.model_dump(mode="json")
-        for shard in data["shards"]:
-            shard["path"] = _relative(shard["path"], staging_dir)
-            shard["index_path"] = _relative(shard["index_path"], staging_dir)
-        if data["rejected_path"] is not None:
-            data["rejected_path"] = _relative(data["rejected_path"], staging_dir)
+        for dumped, shard in zip(data["shards"], self.shards, strict=True):
+            dumped["path"] = _relative(shard.path, staging_dir)
+            dumped["index_path"] = _relative(shard.index_path, staging_dir)
+        if self.rejected_path is not None:
+            data["rejected_path"] = _relative(self.rejected_path, staging_dir)
         return orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
 
     @classmethod
-    def load(cls, staging_dir: Path) -> InputPlan | None:
+    def load(cls, staging_dir: DataPath) -> InputPlan | None:
         """The plan saved in staging_dir, or None when there is none (or it is unreadable)."""
         try:
             data = orjson.loads((staging_dir / PLAN_FILE).read_bytes())
@@ -173,8 +173,11 @@ class InputPlan(BaseModel):
             return None
 
 
-def _relative(path: str, base: Path) -> str:
-    return Path(path).relative_to(base).as_posix()
+def _relative(path: DataPath, base: DataPath) -> str:
+    prefix = str(base).rstrip("/") + "/"
+    if not str(path).startswith(prefix):
+        raise ValueError(f"{path} is not under {base}")
+    return str(path)[len(prefix) :]
 
 
 class InputRejected(Exception):

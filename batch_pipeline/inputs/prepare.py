@@ -1,14 +1,14 @@
 """The input layer's entry points: validate a file, prepare its shards, read a shard's index.
 
-`prepare_input` writes everything into a private temporary directory inside staging_dir, then
-moves each file into place with an atomic rename: shards under their content address (an
-existing one is left untouched), rejected.jsonl, and plan.json last, as the commit point.
+`prepare_input` writes everything into a private temporary directory (inside staging_dir on
+local disk), then publishes each file in one step (a rename, or one PUT on S3): shards under
+their content address (an existing one is left untouched), rejected.jsonl, and plan.json last,
+as the commit point.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,6 +30,7 @@ from batch_pipeline.inputs.reader import LineReader
 from batch_pipeline.inputs.scan import FileScan, ScanResult
 from batch_pipeline.inputs.shard import iter_index
 from batch_pipeline.providers import PROVIDERS
+from batch_pipeline.storage import DataPath, publish, scratch_for
 
 
 def validate_file(path: Path, options: InputOptions) -> ValidationReport:
@@ -37,7 +38,7 @@ def validate_file(path: Path, options: InputOptions) -> ValidationReport:
     return _report(path, FileScan(path, options).run())
 
 
-def prepare_input(path: Path, staging_dir: Path, options: InputOptions) -> InputPlan:
+def prepare_input(path: DataPath, staging_dir: DataPath, options: InputOptions) -> InputPlan:
     """Validate, normalize and shard `path` into staging_dir; a no-op when already done.
 
     Raises InputRejected when the file has a file-level problem, or any problem under the
@@ -47,17 +48,20 @@ def prepare_input(path: Path, staging_dir: Path, options: InputOptions) -> Input
     current = _current_plan(path, staging_dir, options)
     if current is not None:
         return current
-    work_dir = Path(tempfile.mkdtemp(prefix=".work-", dir=staging_dir))
-    try:
-        with _RejectedWriter(work_dir / REJECTED_FILE, options.on_invalid == "skip") as rejected:
-            scan = FileScan(path, options, work_dir=work_dir, on_reject=rejected.write)
-            result = scan.run()
-        if result.fatal or (result.total_problems and options.on_invalid == "reject"):
-            _unlink(staging_dir / PLAN_FILE)
-            raise InputRejected(_report(path, result))
-        plan = _commit(staging_dir, work_dir, result, options)
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    with scratch_for(staging_dir / PLAN_FILE) as scratch:
+        work_dir = Path(tempfile.mkdtemp(prefix=".work-", dir=scratch))
+        try:
+            with _RejectedWriter(
+                work_dir / REJECTED_FILE, options.on_invalid == "skip"
+            ) as rejected:
+                scan = FileScan(path, options, work_dir=work_dir, on_reject=rejected.write)
+                result = scan.run()
+            if result.fatal or (result.total_problems and options.on_invalid == "reject"):
+                _unlink(staging_dir / PLAN_FILE)
+                raise InputRejected(_report(path, result))
+            plan = _commit(staging_dir, work_dir, result, options)
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
     return plan
 
 
@@ -77,7 +81,7 @@ def _report(path: Path, result: ScanResult) -> ValidationReport:
     )
 
 
-def _current_plan(path: Path, staging_dir: Path, options: InputOptions) -> InputPlan | None:
+def _current_plan(path: DataPath, staging_dir: DataPath, options: InputOptions) -> InputPlan | None:
     """The saved plan when it was made from these exact bytes with these options."""
     plan = InputPlan.load(staging_dir)
     if plan is None or plan.options_fingerprint != options.fingerprint():
@@ -92,7 +96,7 @@ def _current_plan(path: Path, staging_dir: Path, options: InputOptions) -> Input
     return plan
 
 
-def content_sha256(path: Path) -> str | None:
+def content_sha256(path: DataPath) -> str | None:
     """sha256 of the file's content (decompressed for gzip), as the scan computes it."""
     reader = LineReader(path, max_line_bytes=1)
     try:
@@ -104,14 +108,14 @@ def content_sha256(path: Path) -> str | None:
 
 
 def _commit(
-    staging_dir: Path,
+    staging_dir: DataPath,
     work_dir: Path,
     result: ScanResult,
     options: InputOptions,
 ) -> InputPlan:
     rejected_count = result.rejected_lines
     shards_dir = staging_dir / SHARDS_DIR
-    shards_dir.mkdir(exist_ok=True)
+    shards_dir.mkdir(parents=True, exist_ok=True)
     shards: list[Shard] = []
     for draft in result.drafts:
         assert draft.path is not None and draft.index_path is not None
@@ -153,39 +157,32 @@ def _commit(
     )
     plan_file = work_dir / PLAN_FILE
     plan_file.write_bytes(plan.to_json(staging_dir))
-    _fsync(plan_file)
     _place(plan_file, staging_dir / PLAN_FILE, replace_if_different=True)
     return plan
 
 
-def _place(source: Path, target: Path, replace_if_different: bool = False) -> None:
-    """Atomically move source to target; keep an existing target with the same content."""
+def _place(source: Path, target: DataPath, replace_if_different: bool = False) -> None:
+    """Publish source at target in one step; keep an existing target with the same content."""
     if target.is_file() and (not replace_if_different or _same_bytes(source, target)):
         return
-    _fsync(source)
-    os.replace(source, target)
+    publish(source, target)
 
 
-def _same_bytes(a: Path, b: Path) -> bool:
+def _same_bytes(a: Path, b: DataPath) -> bool:
     if a.stat().st_size != b.stat().st_size:
         return False
     return _file_sha256(a) == _file_sha256(b)
 
 
-def _file_sha256(path: Path) -> str:
+def _file_sha256(path: DataPath) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as data:
+    with path.open("rb") as data:
         while block := data.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as data:
-        os.fsync(data.fileno())
-
-
-def _unlink(path: Path) -> None:
+def _unlink(path: DataPath) -> None:
     path.unlink(missing_ok=True)
 
 

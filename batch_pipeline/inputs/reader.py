@@ -78,7 +78,7 @@ class LineReader:
         chunk order, so it costs the parsing thread almost nothing.
         """
         self._pending: deque[Future[None]] = deque()
-        with open(self.path, "rb") as raw, ThreadPoolExecutor(1) as self._hasher:
+        with self.path.open("rb") as raw, ThreadPoolExecutor(1) as self._hasher:
             head = raw.read(2)
             raw.seek(0)
             if head == _GZIP_MAGIC:

@@ -152,7 +152,7 @@ class ShardDraft:
 
 def iter_index(index_path: Path) -> Iterator[tuple[str, int]]:
     """(custom_id, input line) for each request of a shard, in shard order."""
-    with open(index_path, "rb") as blocks:
+    with index_path.open("rb") as blocks:
         for block in blocks:
             entry = orjson.loads(block)
             yield from zip(entry["custom_ids"], entry["lines"], strict=True)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import array
 import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,6 +35,7 @@ from batch_pipeline.results.schema import (
     RESULT_COLUMNS,
     RESULTS_SCHEMA,
 )
+from batch_pipeline.storage import DataPath, is_local, publish
 
 # Only these columns repeat enough to gain from dictionary encoding; trying it on bodies,
 # ids and messages costs time for nothing.
@@ -115,7 +118,7 @@ class _TableSink:
 
     def __init__(
         self,
-        target: Path,
+        target: DataPath,
         schema: pa.Schema,
         columns: tuple[str, ...],
         rows_per_batch: int,
@@ -133,6 +136,7 @@ class _TableSink:
         self._constants: tuple[pa.Scalar, ...] = ()
         self.rows = 0
         self.tmp: Path | None = None
+        self._scratch: Path | None = None
         self._writer: pq.ParquetWriter | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
@@ -141,10 +145,15 @@ class _TableSink:
         """Start the temp file; `constants` are the partition columns' values, in order."""
         self._constants = constants
         self._executor = executor
-        self.target.parent.mkdir(parents=True, exist_ok=True)
         # Hidden and not *.parquet, so dataset readers globbing the folder never pick it up;
-        # created with mode 0o666 so the umask applies as for any other output file.
-        tmp = self.target.parent / f".{self.target.name}.{uuid.uuid4().hex}.tmp"
+        # created with mode 0o666 so the umask applies as for any other output file. An S3
+        # target gets its temp file in a private local folder and one PUT at publish.
+        if is_local(self.target):
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            folder = self.target.parent
+        else:
+            self._scratch = folder = Path(tempfile.mkdtemp(prefix="batch-pipeline-"))
+        tmp = folder / f".{self.target.name}.{uuid.uuid4().hex}.tmp"
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         self.tmp = tmp
         self._writer = pq.ParquetWriter(
@@ -194,24 +203,19 @@ class _TableSink:
             pending.result()
 
     def close(self) -> None:
-        """Flush what is left, finish the Parquet footer and make the temp file durable."""
+        """Flush what is left and finish the Parquet footer."""
         self.flush()
         self._wait()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        if self.tmp is not None:
-            fd = os.open(self.tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
 
     def publish(self) -> None:
-        """Rename the finished temp file over the target (atomic on one file system)."""
+        """Make the finished temp file the target in one step (rename, or one PUT on S3)."""
         if self.tmp is not None:
-            os.replace(self.tmp, self.target)
+            publish(self.tmp, self.target)
             self.tmp = None
+        self._remove_scratch()
 
     def discard(self) -> None:
         """Drop everything written so far; the target is left as it was."""
@@ -227,6 +231,12 @@ class _TableSink:
         if self.tmp is not None:
             self.tmp.unlink(missing_ok=True)
             self.tmp = None
+        self._remove_scratch()
+
+    def _remove_scratch(self) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
 
 class PartitionWriter:
@@ -239,8 +249,8 @@ class PartitionWriter:
 
     def __init__(
         self,
-        results_path: Path,
-        errors_path: Path,
+        results_path: DataPath,
+        errors_path: DataPath,
         *,
         collected_at: datetime,
         original_file: str | None = None,
@@ -259,10 +269,10 @@ class PartitionWriter:
             pa.scalar(self.collected_at, COLLECTED_AT_TYPE),
         )
         self._results = _TableSink(
-            Path(results_path), RESULTS_SCHEMA, RESULT_COLUMNS, rows_per_batch, max_batch_bytes
+            results_path, RESULTS_SCHEMA, RESULT_COLUMNS, rows_per_batch, max_batch_bytes
         )
         self._errors = _TableSink(
-            Path(errors_path), ERRORS_SCHEMA, ERROR_COLUMNS, rows_per_batch, max_batch_bytes
+            errors_path, ERRORS_SCHEMA, ERROR_COLUMNS, rows_per_batch, max_batch_bytes
         )
         self._open = False
         self._executor: ThreadPoolExecutor | None = None
@@ -301,7 +311,6 @@ class PartitionWriter:
         except BaseException:
             self._abort()
             raise
-        _fsync_dirs({self._results.target.parent, self._errors.target.parent})
 
     def _abort(self) -> None:
         self._results.discard()
@@ -368,13 +377,3 @@ def _check_columns(row: dict[str, Any], names: tuple[str, ...], table: str) -> N
     unknown = row.keys() - set(names)
     if unknown:
         raise TypeError(f"unknown {table} column(s): {', '.join(sorted(unknown))}")
-
-
-def _fsync_dirs(paths: set[Path]) -> None:
-    """Make the renames durable."""
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -1,0 +1,326 @@
+"""The data root on local disk or on S3-compatible object storage, through one set of operations.
+
+Paths under the data root are `pathlib.Path` for a local root and `upath.UPath` (fsspec, as
+Dagster itself uses) for an `s3://bucket/prefix` root; reading, listing and `exists()` work the
+same on both. The few operations whose guarantee depends on the medium live here:
+
+- publishing a finished file: a rename on local disk, a single PUT on S3 (an object becomes
+  visible whole or not at all), so no reader ever sees half a file;
+- locks: `flock` on local disk; on S3 a lease object created with `If-None-Match: *`, renewed
+  and taken over when stale with `If-Match`, since run pods share no kernel;
+- local copies of objects for code that needs a real file (uploads to the gateway).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.asyn import sync
+from upath import UPath
+
+DataPath = Path | UPath
+log = logging.getLogger(__name__)
+
+# A lease is renewed every LEASE_SECONDS / 4 while held; one not renewed for LEASE_SECONDS plus
+# the allowed clock skew (pods run NTP) belongs to a process that died and may be taken over.
+LEASE_SECONDS = 60.0
+CLOCK_SKEW_SECONDS = 10.0
+_REMOTE_PROTOCOLS = ("s3",)
+
+
+class StorageError(OSError):
+    """The data root cannot do what was asked (unsupported URL, a lock that stays taken)."""
+
+
+class LockBusy(StorageError):
+    """A non-blocking lock is held by another process."""
+
+
+def data_root(root: str | os.PathLike[str]) -> DataPath:
+    """The data root for a local folder or an `s3://bucket/prefix` URL.
+
+    S3 credentials and endpoint come from the standard AWS environment (AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, instance or pod roles), never from configuration.
+    """
+    text = str(root) if isinstance(root, UPath) else os.fspath(root)
+    if "://" not in text:
+        return Path(text).resolve()
+    protocol = text.split("://", 1)[0].lower()
+    if protocol == "file":
+        return Path(text.split("://", 1)[1]).resolve()
+    if protocol not in _REMOTE_PROTOCOLS:
+        raise StorageError(f"{text}: the data root must be a local folder or an s3:// URL")
+    if not text.split("://", 1)[1].strip("/"):
+        raise StorageError(f"{text}: name a bucket (s3://bucket or s3://bucket/prefix)")
+    return UPath(text.rstrip("/"))
+
+
+def is_local(path: DataPath) -> bool:
+    """True for a path on local disk (where renames, fsync and flock exist)."""
+    return isinstance(path, Path)
+
+
+def fsync_dir(path: DataPath) -> None:
+    """Make a rename in `path` durable (object stores have nothing to sync)."""
+    if not is_local(path):
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def scratch_for(target: DataPath) -> Iterator[Path]:
+    """A local folder for temp files that will be published to `target`: its own folder on
+    local disk (so publishing is a rename), a private temp folder for an object store."""
+    if is_local(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        yield target.parent
+        return
+    with tempfile.TemporaryDirectory(prefix="batch-pipeline-") as folder:
+        yield Path(folder)
+
+
+def publish(tmp: Path, target: DataPath) -> None:
+    """Make the finished local file `tmp` visible at `target` in one step; `tmp` is gone after.
+
+    On local disk `tmp` must be on the same file system (see `scratch_for`): fsync, rename,
+    fsync the folder. On S3 a single PUT (multipart for large files): all or nothing.
+    """
+    if is_local(target):
+        with open(tmp, "rb") as data:
+            os.fsync(data.fileno())
+        os.replace(tmp, target)
+        fsync_dir(target.parent)
+        return
+    try:
+        target.fs.put_file(str(tmp), target.path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_write(path: DataPath, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Write `path` through a temp file and publish it: all or nothing, on disk or S3."""
+    with scratch_for(path) as scratch:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=scratch)
+        try:
+            with os.fdopen(fd, mode) as handle:
+                yield handle
+            publish(Path(tmp), path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+@contextmanager
+def local_copy(path: DataPath) -> Iterator[Path]:
+    """`path` itself on local disk; for an object, a private local copy removed afterwards."""
+    if is_local(path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="batch-pipeline-") as folder:
+        copy = Path(folder) / path.name
+        path.fs.get_file(path.path, str(copy))
+        yield copy
+
+
+def copy_into(source: Path, target: DataPath) -> None:
+    """Copy a local file to `target` atomically (the source stays)."""
+    with atomic_write(target) as out, open(source, "rb") as data:
+        shutil.copyfileobj(data, out, 1 << 20)
+
+
+def modified_at(path: DataPath) -> float:
+    """When a file last changed, in epoch seconds: locally the later of mtime and ctime (a
+    published file is renamed into place and keeps its temp file's mtime), on S3 LastModified."""
+    status = path.stat()
+    return max(status.st_mtime, status.st_ctime) if is_local(path) else status.st_mtime
+
+
+def read_parquet(path: DataPath, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file from disk or S3 (pyarrow reading through fsspec)."""
+    if is_local(path):
+        return pq.read_table(path, columns=columns)
+    return pq.read_table(path.path, columns=columns, filesystem=path.fs)
+
+
+def list_names(
+    folder: DataPath, *, after: str | None = None, limit: int | None = None
+) -> list[tuple[str, float | None]]:
+    """Sorted (name, mtime) of the files directly in `folder` whose name sorts after `after`,
+    at most `limit` of them; on S3 one ListObjectsV2 page from `after` (no full listing)."""
+    if is_local(folder):
+        if not folder.is_dir():
+            return []
+        entries = []
+        with os.scandir(folder) as scan:
+            for entry in scan:
+                if after is not None and entry.name <= after:
+                    continue
+                try:
+                    if entry.is_file() or entry.is_symlink():
+                        entries.append((entry.name, entry.stat().st_mtime))
+                except OSError:  # a broken link, or removed since the listing: mtime None
+                    entries.append((entry.name, None))
+        entries.sort()
+        return entries[:limit] if limit is not None else entries
+    bucket, prefix = _bucket_key(folder)
+    prefix = f"{prefix}/" if prefix else ""
+    entries, token = [], None
+    while True:
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
+        params["MaxKeys"] = min(limit - len(entries), 1000) if limit is not None else 1000
+        if token:
+            params["ContinuationToken"] = token
+        elif after is not None:
+            params["StartAfter"] = prefix + after
+        page = folder.fs.call_s3("list_objects_v2", **params)
+        for item in page.get("Contents", []):
+            name = item["Key"][len(prefix) :]
+            if name:
+                entries.append((name, item["LastModified"].timestamp()))
+        token = page.get("NextContinuationToken")
+        if not token or (limit is not None and len(entries) >= limit):
+            return entries
+
+
+@contextmanager
+def lock(path: DataPath, *, blocking: bool = True, timeout: float = 3 * LEASE_SECONDS):
+    """Hold the lock file `path` across processes (and, on S3, across machines).
+
+    Non-blocking: LockBusy at once when another holder has it. Blocking: wait, up to `timeout`
+    on S3 (a dead holder's lease expires), forever on local disk (the kernel frees a dead
+    holder's flock).
+    """
+    if is_local(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise LockBusy(f"{path}: held by another process") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    lease = _Lease(path)
+    lease.acquire(blocking=blocking, timeout=timeout)
+    try:
+        yield
+    finally:
+        lease.release()
+
+
+def _bucket_key(path: UPath) -> tuple[str, str]:
+    bucket, key, _ = path.fs.split_path(path.path)
+    return bucket, key
+
+
+def _condition_failed(exc: BaseException) -> bool:
+    """A conditional PUT lost its race: 412 PreconditionFailed, 409 ConditionalRequestConflict
+    (concurrent writers), or the object it had to match is gone."""
+    if isinstance(exc, FileNotFoundError):
+        return True
+    error = getattr(exc.__cause__, "response", {}).get("Error", {})
+    return error.get("Code") in ("PreconditionFailed", "ConditionalRequestConflict")
+
+
+@dataclass
+class _Lease:
+    """A lock as an S3 object: created only if absent, renewed while held, taken over when
+    its holder stopped renewing it. Compare-and-swap on the ETag makes each step atomic."""
+
+    path: UPath
+
+    def __post_init__(self) -> None:
+        self.bucket, self.key = _bucket_key(self.path)
+        self.owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.etag: str | None = None
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def acquire(self, *, blocking: bool, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while not self._try_acquire():
+            if not blocking:
+                raise LockBusy(f"{self.path}: held by another process")
+            if time.monotonic() > deadline:
+                raise StorageError(f"{self.path}: lock still held after {timeout:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        self._renewer = threading.Thread(target=self._renew, name="lease-renewer", daemon=True)
+        self._renewer.start()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        with contextlib.suppress(FileNotFoundError):
+            # Delete only our own lease; one taken over after we stalled belongs to another.
+            if self._current()[1] == self.etag:
+                self.path.fs.call_s3("delete_object", Bucket=self.bucket, Key=self.key)
+
+    def _body(self) -> bytes:
+        return orjson.dumps({"owner": self.owner, "expires_at": time.time() + LEASE_SECONDS})
+
+    def _put(self, **condition: str) -> bool:
+        try:
+            answer = self.path.fs.call_s3(
+                "put_object", Bucket=self.bucket, Key=self.key, Body=self._body(), **condition
+            )
+        except Exception as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        self.etag = answer["ETag"]
+        return True
+
+    def _current(self) -> tuple[dict[str, Any], str]:
+        data, etag = sync(self.path.fs.loop, _get_object, self.path.fs, self.bucket, self.key)
+        return orjson.loads(data), etag
+
+    def _try_acquire(self) -> bool:
+        if self._put(IfNoneMatch="*"):
+            return True
+        try:
+            holder, etag = self._current()
+        except FileNotFoundError:
+            return False  # released between our two requests: try again
+        if time.time() <= holder.get("expires_at", 0) + CLOCK_SKEW_SECONDS:
+            return False
+        return self._put(IfMatch=etag)  # a dead holder's lease: exactly one taker wins
+
+    def _renew(self) -> None:
+        while not self._stop.wait(LEASE_SECONDS / 4):
+            if self.etag is None or not self._put(IfMatch=self.etag):
+                log.warning("%s: lease lost (this process stalled past it)", self.path)
+                self.etag = None
+                return
+
+
+async def _get_object(fs: Any, bucket: str, key: str) -> tuple[bytes, str]:
+    """Body and ETag of one object from the same response (so they belong together)."""
+    answer = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+    async with answer["Body"] as body:
+        return await body.read(), answer["ETag"]
