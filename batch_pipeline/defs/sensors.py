@@ -18,6 +18,11 @@ from batch_pipeline.queue_limits import QueueGate
 # Time a status tick may spend polling; Dagster stops a sensor evaluation at 60 s.
 TICK_BUDGET_SECONDS = 30.0
 
+# Inbox files looked at per tick (one S3 list page): the cursor walks a large inbox in pages,
+# so every file is seen within ceil(files / INBOX_PAGE) ticks, never with a full listing.
+INBOX_PAGE = 1000
+MAX_TOLD = 500  # refusals remembered so each is logged once
+
 # Submitting costs money, so the inbox sensor starts stopped unless asked for (make ui does).
 _AUTOSUBMIT = os.environ.get("BATCH_PIPELINE_AUTOSUBMIT", "") == "1"
 
@@ -38,19 +43,28 @@ def inbox_sensor(
     context: dg.SensorEvaluationContext, pipeline: PipelineSettings
 ) -> dg.SensorResult:
     known = set(context.instance.get_dynamic_partitions(input_files.name))
-    new, refused = pipeline.layout().new_inputs(
-        known, settle_seconds=pipeline.inbox_settle_seconds, now=time.time()
+    cursor = json.loads(context.cursor or "{}")
+    if isinstance(cursor, list):  # the cursor of earlier versions: refusals only
+        cursor = {"told": cursor}
+    page = pipeline.layout().scan_inbox(
+        known,
+        settle_seconds=pipeline.inbox_settle_seconds,
+        now=time.time(),
+        after=cursor.get("after"),
+        limit=INBOX_PAGE,
     )
-    already_told = set(json.loads(context.cursor or "[]"))
-    for message in refused:
-        if message not in already_told:
+    told = cursor.get("told", [])
+    for message in page.refused:
+        if message not in told:
             context.log.warning(f"inbox: {message}")
-    if not new:
-        return dg.SensorResult(skip_reason="no new input files", cursor=json.dumps(sorted(refused)))
+            told.append(message)
+    next_cursor = json.dumps({"after": page.next_after, "told": told[-MAX_TOLD:]})
+    if not page.new:
+        return dg.SensorResult(skip_reason="no new input files", cursor=next_cursor)
     return dg.SensorResult(
-        dynamic_partitions_requests=[input_files.build_add_request(new)],
-        run_requests=[dg.RunRequest(partition_key=n, run_key=f"submit:{n}") for n in new],
-        cursor=json.dumps(sorted(refused)),
+        dynamic_partitions_requests=[input_files.build_add_request(page.new)],
+        run_requests=[dg.RunRequest(partition_key=n, run_key=f"submit:{n}") for n in page.new],
+        cursor=next_cursor,
     )
 
 

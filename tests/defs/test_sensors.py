@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 from pipeline_support import chat_lines, write_input
 
+from batch_pipeline.defs import sensors
 from batch_pipeline.defs.assets import batch_input, collected_batches, submitted_batches
 from batch_pipeline.defs.partitions import input_files
 from batch_pipeline.defs.resources import GatewayResource, PipelineSettings
@@ -36,7 +37,7 @@ def test_inbox_sensor_registers_new_files_once(tmp_path: Path) -> None:
         assert [r.partition_key for r in result.run_requests] == ["first", "second"]
         assert [r.run_key for r in result.run_requests] == ["submit:first", "submit:second"]
         assert result.dynamic_partitions_requests[0].partition_keys == ["first", "second"]
-        assert "bad name" in json.loads(result.cursor)[0]
+        assert "bad name" in json.loads(result.cursor)["told"][0]
         instance.add_dynamic_partitions(input_files.name, ["first", "second"])
         again = inbox_sensor(
             dg.build_sensor_context(
@@ -44,6 +45,33 @@ def test_inbox_sensor_registers_new_files_once(tmp_path: Path) -> None:
             )
         )
         assert not again.run_requests and again.skip_reason
+
+
+def test_inbox_sensor_walks_a_large_inbox_in_pages(tmp_path: Path, monkeypatch) -> None:
+    """Each tick lists one page after the cursor; a full cycle covers every file, then wraps."""
+    monkeypatch.setattr(sensors, "INBOX_PAGE", 2)
+    for name in ("a", "b", "c", "d", "e"):
+        write_input(tmp_path, name, chat_lines(1))
+    with dg.instance_for_test() as instance:
+        cursor, seen = None, []
+        for _ in range(3):
+            tick = inbox_sensor(
+                dg.build_sensor_context(
+                    instance=instance, cursor=cursor, resources=_resources(None, tmp_path)
+                )
+            )
+            seen.append([r.partition_key for r in tick.run_requests])
+            cursor = tick.cursor
+        assert seen == [["a", "b"], ["c", "d"], ["e"]]
+        assert json.loads(cursor)["after"] is None  # the next tick starts over
+        instance.add_dynamic_partitions(input_files.name, ["a", "b", "c", "d", "e"])
+        write_input(tmp_path, "aa", chat_lines(1))  # sorts before the old cursor: still found
+        tick = inbox_sensor(
+            dg.build_sensor_context(
+                instance=instance, cursor=cursor, resources=_resources(None, tmp_path)
+            )
+        )
+        assert [r.partition_key for r in tick.run_requests] == ["aa"]
 
 
 def test_schedule_submits_what_waits_and_registers_new_files(tmp_path: Path) -> None:

@@ -105,8 +105,10 @@ def test_symlink_out_of_the_data_root_is_refused(
     emulator, instance, data_root: Path, victim: Path
 ) -> None:
     os.symlink(victim, data_root / "inbox" / "escape.jsonl")
-    requested = [r.partition_key for r in _inbox_tick(instance, data_root).run_requests]
-    assert requested == ["escape"]  # the name is fine; the asset checks where it leads
+    tick = _inbox_tick(instance, data_root)
+    assert tick.run_requests == []  # the sensor looks where it leads, and warns
+    assert any("links outside the data root" in w for w in json.loads(tick.cursor)["told"])
+    # registered by hand anyway: the asset refuses it too, before anything is uploaded
     message = submit(instance, "escape", resources(emulator.base_url, data_root))
     assert message is not None and "links outside the data root" in message, message
     assert counters(emulator.base_url)["files_uploaded"] == 0
@@ -126,7 +128,7 @@ def test_inbox_sensor_survives_a_dangling_symlink(instance, data_root: Path) -> 
     write_input(data_root, "fine", chat_lines(1))
     answer = _inbox_tick(instance, data_root)
     assert [r.partition_key for r in answer.run_requests] == ["fine"]
-    assert any("dangling.jsonl" in w for w in json.loads(answer.cursor))  # warned, once
+    assert any("dangling.jsonl" in w for w in json.loads(answer.cursor)["told"])  # warned, once
 
 
 def _submit_with_deadline(instance, name: str, res, fifo: Path | None) -> str | None:
