@@ -30,7 +30,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def pipeline_env(base_env: dict[str, str], gateway_url: str, data: Path) -> dict[str, str]:
+def pipeline_env(base_env: dict[str, str], gateway_url: str, data: Path | str) -> dict[str, str]:
     """The environment the code location reads: the gateway, the data root, fast sensors on."""
     return {
         **base_env,
