@@ -162,7 +162,9 @@ def check_plan_budget(
     midnight = now - now % 86_400
     spent = sum(
         s.estimated_cost or 0.0
-        for m in store.all()
+        for m in store.active(
+            settled_since=midnight
+        )  # a file settled before today spent nothing today
         for s in m.shards.values()
         if s.batch_id and (s.created_at or 0) >= midnight
     )

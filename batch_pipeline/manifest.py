@@ -19,6 +19,7 @@ from batch_pipeline.layout import check_name
 from batch_pipeline.storage import DataPath, LockBusy, atomic_write, list_names, lock
 
 ShardState = Literal["pending", "creating", "submitted"]
+SETTLED_DIR = ".settled"  # beside the manifests: one empty marker per settled input file
 
 
 class ManifestBusy(Exception):
@@ -105,9 +106,23 @@ class ManifestStore:
                 raise ManifestBusy(f"{name}: another {what} of this file is running") from None
             yield
 
-    def all(self) -> list[Manifest]:
-        """Every manifest (small JSON files, read fresh)."""
-        return [m for m in (self.load(n) for n in self.names()) if m is not None]
+    def active(self, *, settled_since: float | None = None) -> list[Manifest]:
+        """Manifests of input files not settled yet, plus those settled at or after
+        `settled_since` (epoch seconds); read fresh. Settled files cost a tick nothing."""
+        settled = dict(list_names(self.dir / SETTLED_DIR))
+        names = [
+            n
+            for n in self.names()
+            if n not in settled
+            or (settled_since is not None and (settled[n] or 0) >= settled_since)
+        ]
+        return [m for m in map(self.load, names) if m is not None]
+
+    def settle(self, name: str) -> None:
+        """Mark an input file done (collected, every batch ended): polling and queue and budget
+        checks stop reading its manifest; it stays in place, readable as before."""
+        with atomic_write(self.dir / SETTLED_DIR / check_name(name)):
+            pass
 
     def load(self, name: str) -> Manifest | None:
         try:

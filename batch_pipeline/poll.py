@@ -78,7 +78,7 @@ def poll_in_flight(
     shortens the sweep (the next one starts where this one stopped) instead of stretching it.
     """
     started = time.monotonic()
-    refs = in_flight_batches(store.all())
+    refs = in_flight_batches(store.active())
     report = PollReport(in_flight=len(refs))
     if refs:
         start = offset % len(refs)
@@ -97,7 +97,7 @@ def poll_in_flight(
                 break
         report.next_offset = (start + report.polled) % len(refs)
         _record_answers(store, window[: report.polled], answers, report, now or time.time())
-    report.manifests = {m.input_file: m for m in store.all()}
+    report.manifests = {m.input_file: m for m in store.active()}
     for name, manifest in report.manifests.items():
         if manifest.all_terminal:
             report.ready.append(name)

@@ -91,6 +91,15 @@ def test_budgets_refuse_with_a_clear_message(tmp_path: Path) -> None:
         check_plan_budget(store, "new", estimates, per_file=None, per_day=1.0, now=now)
 
 
+def test_todays_spend_counts_after_the_file_is_settled(tmp_path: Path) -> None:
+    now = time.time()
+    store = _store_with_spend(tmp_path, 0.8, created_at=now)
+    store.settle("earlier")  # collected today: its manifest leaves the ticks, not the budget
+    estimates = {"a": Estimate(input_tokens=1, output_tokens=1, cost=0.3)}
+    with pytest.raises(BudgetExceeded, match=r"\$0.8000 submitted today"):
+        check_plan_budget(store, "new", estimates, per_file=None, per_day=1.0, now=now)
+
+
 def test_yesterdays_spend_does_not_count(tmp_path: Path) -> None:
     now = time.time()
     store = _store_with_spend(tmp_path, 5.0, created_at=now - 2 * 86_400)

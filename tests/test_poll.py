@@ -1,5 +1,5 @@
 """Polling against the emulator: a 404 must persist before a batch counts as gone, a provider-wide
-404 is a setup fault, and a sweep stops at its deadline."""
+404 is a setup fault, a sweep stops at its deadline, and settled files are not read at all."""
 
 from __future__ import annotations
 
@@ -61,3 +61,19 @@ def test_a_sweep_stops_at_its_deadline(client, tmp_path: Path) -> None:
     store = _store(tmp_path, [f"batch_{i}" for i in range(3)])
     report = poll_in_flight(client, store, deadline_seconds=0.0, offset=1)
     assert (report.in_flight, report.polled, report.next_offset) == (3, 0, 1)
+
+
+def test_settled_files_are_neither_read_nor_polled(client, emulator, tmp_path: Path) -> None:
+    store = _store(tmp_path, ["batch_never_read"])
+    store.settle("f")
+    (tmp_path / "f.json").write_text("not json: reading it would fail")
+    report = poll_in_flight(client, store)
+    assert (report.in_flight, report.polled, report.manifests) == (0, 0, {})
+
+
+def test_settled_since_keeps_files_settled_after_it(tmp_path: Path) -> None:
+    store = _store(tmp_path, ["b"])
+    store.settle("f")
+    assert store.active() == []
+    assert [m.input_file for m in store.active(settled_since=time.time() - 60)] == ["f"]
+    assert store.active(settled_since=time.time() + 60) == []

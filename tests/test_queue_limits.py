@@ -25,7 +25,7 @@ def test_gate_counts_in_flight_tokens_per_model(tmp_path: Path) -> None:
     with store.update("a", input_sha256="x") as manifest:
         manifest.shards["run"] = _record("run", 600, batch_id="b1")
         manifest.shards["done"] = _record("done", 10_000, batch_id="b2", terminal=True)
-    gate = QueueGate(store.all(), {"openai/gpt-4o-mini": 1000})
+    gate = QueueGate(store.active(), {"openai/gpt-4o-mini": 1000})
     assert gate.admit(_record("x", 300)) is None  # 900 in flight now
     reason = gate.admit(_record("y", 200))
     assert reason and "1,000" in reason and "900" in reason

@@ -135,7 +135,7 @@ def submitted_batches(
                 assume_not_created=config.assume_not_created,
                 adopt=config.adopt,
                 estimates=estimates,
-                gate=QueueGate(store.all(), pipeline.max_enqueued_tokens),
+                gate=QueueGate(store.active(), pipeline.max_enqueued_tokens),
                 settle_seconds=pipeline.create_settle_seconds,
             )
     except (SubmissionError, CollectError, BudgetExceeded, PriceTableError, LayoutError) as exc:

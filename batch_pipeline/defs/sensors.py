@@ -6,7 +6,7 @@ import time
 
 import dagster as dg
 
-from batch_pipeline.alerts import retention_risk, stuck_batches
+from batch_pipeline.alerts import Finding, retention_risk, stuck_batches
 from batch_pipeline.defs.checks import RETENTION_CHECK, STUCK_CHECK, finding_evaluation
 from batch_pipeline.defs.jobs import collect_job, outcomes_job, submit_job
 from batch_pipeline.defs.partitions import input_files
@@ -114,7 +114,10 @@ def batch_status_sensor(
         if known(name)
     ]
     run_requests = _collect_requests(
-        context, [n for n in report.ready if known(n)], pipeline.max_collect_attempts
+        context,
+        [n for n in report.ready if known(n)],
+        pipeline.max_collect_attempts,
+        pipeline.store().settle,
     )
     # Shards held back by queue limits get another submit run once one of them fits.
     gate = QueueGate(report.manifests.values(), pipeline.max_enqueued_tokens)
@@ -159,6 +162,9 @@ def _alert_evaluations(
             collected=layout.results_file(name).exists(),
         )
     before = {(check, name) for check, names in failing.items() for name in names}
+    for check, name in before - findings.keys():  # settled since: collected, every batch ended
+        if known(name):
+            findings[(check, name)] = Finding(True, "collected; every batch ended")
     evaluations = [
         finding_evaluation(name, check, finding)
         for (check, name), finding in findings.items()
@@ -172,9 +178,10 @@ def _alert_evaluations(
 
 
 def _collect_requests(
-    context: dg.SensorEvaluationContext, ready: list[str], max_attempts: int
+    context: dg.SensorEvaluationContext, ready: list[str], max_attempts: int, settle
 ) -> list[dg.RunRequest]:
-    """One collect run per ready file not yet collected; after a failed one, one more."""
+    """One collect run per ready file not yet collected; after a failed one, one more. A ready
+    file already collected (by hand, or before settling existed) is settled here."""
     if not ready:
         return []
     status = (
@@ -184,7 +191,10 @@ def _collect_requests(
     requests = []
     for name in ready:
         state = status.get(name)
-        if state in (dg.AssetPartitionStatus.MATERIALIZED, dg.AssetPartitionStatus.IN_PROGRESS):
+        if state == dg.AssetPartitionStatus.MATERIALIZED:
+            settle(name)
+            continue
+        if state == dg.AssetPartitionStatus.IN_PROGRESS:
             continue
         # a run key is used once ever, so each failed or cancelled collect earns a new one
         failed = context.instance.get_runs_count(

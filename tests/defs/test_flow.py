@@ -93,6 +93,8 @@ def test_samples_end_to_end(emulator, tmp_path: Path) -> None:
     assert err["retryable"].to_list() == [False, False, True]
     dataset = ds.dataset(tmp_path / "results", format="parquet", partitioning="hive")
     assert dataset.count_rows() == 109 and "input_file" in dataset.schema.names
+    store = ManifestStore(tmp_path / "batches")
+    assert len(store.names()) == 4 and store.active() == []  # settled: ticks skip them
 
     before = counters(emulator.base_url)["batches_created"]
     assert before == 4

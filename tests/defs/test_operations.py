@@ -200,7 +200,10 @@ def test_cancel_job_keeps_what_finished(emulator_factory, tmp_path: Path) -> Non
     assert counts["results"] + counts["canceled"] == 40
 
 
-def test_stuck_and_retention_alerts_fire_once_and_clear(emulator_factory, tmp_path: Path) -> None:
+@pytest.mark.parametrize("collected_by", ["parquet", "settled"])
+def test_stuck_and_retention_alerts_fire_once_and_clear(
+    emulator_factory, tmp_path: Path, collected_by: str
+) -> None:
     # in flight, and unreadable for a minute (a 404 right after create), so the poll leaves the
     # crafted deadlines below in place
     emulator = emulator_factory(validation_delay=60.0, retrieve_404_seconds=60.0)
@@ -233,10 +236,14 @@ def test_stuck_and_retention_alerts_fire_once_and_clear(emulator_factory, tmp_pa
             "watch", shard, terminal=True, status="completed", created_at=time.time() - 28 * 86_400
         )
         assert tick() == {STUCK_CHECK: True, RETENTION_CHECK: False}
-        results = tmp_path / "results" / "input_file=watch" / "part-0.parquet"
-        results.parent.mkdir(parents=True)
-        results.touch()  # collected
+        if collected_by == "parquet":
+            results = tmp_path / "results" / "input_file=watch" / "part-0.parquet"
+            results.parent.mkdir(parents=True)
+            results.touch()  # collected
+        else:
+            store.settle("watch")  # collected: the ticks no longer read it, yet the check clears
         assert tick() == {RETENTION_CHECK: True}
+        assert tick() == {}
 
 
 @pytest.mark.parametrize(
