@@ -139,17 +139,15 @@ class DataLayout:
         for file_name, changed in entries:
             if not file_name.endswith(INPUT_SUFFIXES) or file_name.startswith("."):
                 continue
+            if changed is None:  # a broken link, or removed since the listing
+                refused.append(f"{file_name}: cannot be read")
+                continue
             try:
                 name = partition_name(file_name)
-                if changed is None:
-                    raise OSError
                 if is_local(self.inbox):
                     self._check_local_input(self.inbox / file_name)
             except LayoutError as exc:
                 refused.append(str(exc))
-                continue
-            except OSError:  # a broken link, or removed since the listing
-                refused.append(f"{file_name}: cannot be read")
                 continue
             if name in seen:
                 refused.append(f"{file_name}: another file is already input {name!r}; rename one")
