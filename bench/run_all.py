@@ -1,4 +1,4 @@
-"""Run every benchmark of issue 8 in order, print each one's table, then the goals missed.
+"""Run every benchmark (issues 8 and 9) in order, print each one's table, then the goals missed.
 
 Each script runs in its own Python process with this interpreter; its output is shown as it
 comes. A goal missed is a figure, not a failure: the exit status is non-zero only when a script
@@ -6,7 +6,7 @@ itself fails (an exception, a wrong row count). Usage:
 
     python bench/run_all.py                 # make bench: the full sizes (several minutes)
     python bench/run_all.py --quick         # make bench-quick: small sizes, a CI smoke run
-    python bench/run_all.py poll e2e        # only some of: inputs results poll e2e
+    python bench/run_all.py poll e2e        # only some of: inputs results poll e2e store
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ BENCHMARKS = {
     "results": ("bench_results.py", "result files to Parquet vs pandas baseline and pyarrow floor"),
     "poll": ("bench_poll.py", "a status sweep over 1,000 in-flight batches vs sequential"),
     "e2e": ("bench_e2e.py", "100,000 requests from file drop to Parquet on the emulator"),
+    "store": ("bench_store.py", "manifests a status tick reads, local disk and S3 (moto)"),
 }
 # How the scripts mark a goal's verdict at the end of a line.
 MET, MISSED = "met", "MISSED"
