@@ -26,13 +26,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 from fsspec.asyn import sync
 from upath import UPath
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 DataPath = Path | UPath
 log = logging.getLogger(__name__)
@@ -158,6 +159,8 @@ def modified_at(path: DataPath) -> float:
 
 def read_parquet(path: DataPath, columns: list[str] | None = None) -> pa.Table:
     """A Parquet file from disk or S3 (pyarrow reading through fsspec)."""
+    import pyarrow.parquet as pq  # not at import: the input layer must stay light
+
     if is_local(path):
         return pq.read_table(path, columns=columns)
     return pq.read_table(path.path, columns=columns, filesystem=path.fs)
