@@ -1,7 +1,7 @@
 """One streaming pass over an input file: read, validate, pack into shards, record problems.
 
-Memory: the reader's chunk (1 MiB) plus one line of at most the largest per-request limit, the
-shard packer's blocks (bounded), the first `max_problems` problems, and for duplicate detection
+Memory: the reader's reads (a few MiB) plus one line of at most the largest per-request limit,
+the shard packer's buffers (bounded), the first `max_problems` problems, and for duplicate detection
 12 bytes per line (a 64-bit hash of its custom_id and its line number in two arrays: 12 MB at
 1M lines), sorted once at the end. Equal hashes are only suspects: a second pass over the file,
 run only when there are any, compares the exact custom_ids of those lines alone.
@@ -23,7 +23,7 @@ import orjson
 
 from batch_pipeline.inputs.models import FileSummary, InputOptions, Problem
 from batch_pipeline.inputs.reader import KEEP_PREFIX_BYTES, LineReader, OversizeLine, ReadState
-from batch_pipeline.inputs.shard import ShardDraft, ShardPacker, effective_limits
+from batch_pipeline.inputs.shard import GroupKey, ShardDraft, ShardPacker, effective_limits
 from batch_pipeline.inputs.validate import (
     FieldProblem,
     LineValidator,
@@ -76,6 +76,7 @@ class FileScan:
         # custom_id: 12 bytes a line, compared once at the end of the pass.
         self._id_hashes = array("q")
         self._id_lines = array("i")
+        self._blank_lines = 0
 
     def run(self) -> ScanResult:
         """The pass itself, then the duplicate check, then the summary."""
@@ -92,62 +93,65 @@ class FileScan:
         return self.result
 
     def _first_pass(self) -> None:
+        """Read every line once; the common valid line takes the shortest path.
+
+        Valid requests are gathered per shard group over one batch of lines, then handed to the
+        packer and to duplicate detection a group at a time.
+        """
         result = self.result
         reader = LineReader(self.path, self.max_line_bytes)
         loads = orjson.loads
         decode_error = orjson.JSONDecodeError
         check = self.validator.check
-        add = self.packer.add
-        hashes_append = self._id_hashes.append
-        lines_append = self._id_lines.append
+        add_many = self.packer.add_many
+        hashes_extend = self._id_hashes.extend
+        lines_extend = self._id_lines.extend
         largest: list[tuple[int, int]] = [(-1, 0)] * LARGEST_LINES_KEPT
-        smallest_large = -1
         cap = self.max_line_bytes
-        line = blank = requests = payload_bytes = 0
+        watch = -1  # lines longer than this are among the largest so far, or over the cap
+        line = requests = payload_bytes = 0
         for batch in reader.batches():
+            groups: dict[GroupKey, tuple[list[str], list[bytes], list[int]]] = {}
             for raw in batch:
                 line += 1
                 size = len(raw)
-                if size > smallest_large:
-                    heapq.heapreplace(largest, (size, -line))
-                    smallest_large = largest[0][0]
-                if size > cap:
-                    self._oversize(line, raw, size)
-                    continue
+                if size > watch:
+                    if size > largest[0][0]:
+                        heapq.heapreplace(largest, (size, -line))
+                    watch = min(largest[0][0], cap)
+                    if size > cap:
+                        self._oversize(line, raw, size)
+                        continue
                 # From here on raw is bytes: an OversizeLine is always over the cap.
                 try:
                     obj = loads(raw)
                 except decode_error as exc:
-                    if not raw.strip():
-                        blank += 1
-                        continue
-                    reason = utf8_error_reason(raw) or json_error_reason(
-                        raw,
-                        exc,
-                        reader.state.unterminated_last_line,
-                    )
-                    self._reject(line, None, [(None, reason)], raw)
+                    self._unparsed(line, raw, exc, reader.state)
                     continue
                 checked = check(obj)
-                if type(checked) is tuple:
-                    custom_id, route, payload = checked
-                    if len(payload) + route.shrink != size and not _canonical_crlf(
-                        raw,
-                        len(payload) + route.shrink,
-                    ):
-                        strict = strict_problems(raw)
-                        if strict:
-                            self._invalid(line, obj, strict, raw)
-                            continue
-                    add(route.key, custom_id, payload, line)
-                    requests += 1
-                    payload_bytes += len(payload)
-                    hashes_append(hash(custom_id))
-                    lines_append(line)
-                else:
+                if type(checked) is not tuple:
                     checked.extend(strict_problems(raw))
                     self._invalid(line, obj, checked, raw)
+                    continue
+                custom_id, route, payload = checked
+                if len(payload) + route.shrink != size and self._ambiguous(
+                    line, obj, raw, len(payload) + route.shrink
+                ):
+                    continue
+                group = groups.get(route.key)
+                if group is None:
+                    group = groups[route.key] = ([], [], [])
+                group[0].append(custom_id)
+                group[1].append(payload)
+                group[2].append(line)
+            for key, (ids, payloads, numbers) in groups.items():
+                add_many(key, ids, payloads, numbers)
+                hashes_extend(map(hash, ids))
+                lines_extend(numbers)
+                requests += len(ids)
+                payload_bytes += sum(map(len, payloads))
         state = result.read = reader.state
+        blank = self._blank_lines
         summary = result.summary
         summary.bytes = state.bytes_read
         summary.lines = line - blank
@@ -171,6 +175,25 @@ class FileScan:
                     reason=f"no requests (the file has only {blank} blank lines)",
                 )
             )
+
+    def _unparsed(
+        self, line: int, raw: bytes, exc: orjson.JSONDecodeError, state: ReadState
+    ) -> None:
+        """A line orjson refused: blank (counted, skipped) or rejected with a plain reason."""
+        if not raw.strip():
+            self._blank_lines += 1
+            return
+        reason = utf8_error_reason(raw) or json_error_reason(raw, exc, state.unterminated_last_line)
+        self._reject(line, None, [(None, reason)], raw)
+
+    def _ambiguous(self, line: int, obj: object, raw: bytes, expected: int) -> bool:
+        """Reject a valid-looking line that is not canonical and that orjson may have misread."""
+        if _canonical_crlf(raw, expected):
+            return False
+        strict = strict_problems(raw)
+        if strict:
+            self._invalid(line, obj, strict, raw)
+        return bool(strict)
 
     def _invalid(self, line: int, obj: object, problems: list[FieldProblem], raw: bytes) -> None:
         """Reject a parsed line; its custom_id still counts for duplicate detection."""

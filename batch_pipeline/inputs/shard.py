@@ -2,8 +2,9 @@
 
 One shard is open per (provider, model, endpoint); before a request would push it over the
 request count or byte limit it is closed and a new one starts, so no shard can exceed a limit
-and input order is kept within each shard. Lines are buffered in small blocks and appended to a
-temporary file (no file handle stays open), so memory is bounded by the block size, not the file.
+and input order is kept within each shard. Lines are buffered in small blocks, handed a few MiB
+at a time to a writer thread that hashes them and appends them to a temporary file, so memory is
+bounded by the buffer sizes, not the file.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -22,9 +24,12 @@ from batch_pipeline.providers import GATEWAY_MAX_BODY_BYTES, PROVIDERS
 # Room for the multipart or inline-create envelope around a shard sent through the gateway.
 GATEWAY_ENVELOPE_MARGIN = 256 * 1024
 BLOCK_BYTES = 256 * 1024
+UNIT_BYTES = 4 * 1024 * 1024  # finished blocks handed to the writer thread at once
 MAX_BUFFERED_BYTES = 16 * 1024 * 1024
 MIN_BLOCK_BYTES = 16 * 1024
-WRITES_AHEAD = 8
+WRITES_AHEAD = 2
+INDEX_BUFFER_BYTES = 1024 * 1024  # index lines are written out this much at a time
+MAX_OPEN_DRAFT_FILES = 64  # groups whose shard files the writer keeps open between units
 SHARD_ID_CHARS = 20
 
 GroupKey = tuple[str, str, str]
@@ -56,17 +61,21 @@ def effective_limits(overrides: dict[str, ShardLimits]) -> dict[str, ShardLimits
 class ShardDraft:
     """A shard being filled (or filled): counts, line range and, when writing, its files.
 
-    The index file holds one JSON object per flushed block, {"custom_ids": [...], "lines":
-    [...]}, in shard order: cheap to write (one dumps per block) and to read back.
+    The index file holds one JSON object per block of about BLOCK_BYTES of requests,
+    {"custom_ids": [...], "lines": [...]}, in shard order: cheap to write (one dumps per block)
+    and to read back. Finished blocks are written and hashed a unit (a few MiB) at a time.
     """
 
     __slots__ = (
-        "_flushed_bytes",
+        "_block_start",
+        "_files",
+        "blocks",
         "bytes",
         "count",
         "endpoint",
         "first_line",
         "ids",
+        "index",
         "index_path",
         "last_line",
         "lines",
@@ -77,6 +86,7 @@ class ShardDraft:
         "payloads",
         "provider",
         "sha",
+        "unit_start",
     )
 
     def __init__(self, key: GroupKey, limits: ShardLimits, path: Path | None, line: int) -> None:
@@ -90,46 +100,75 @@ class ShardDraft:
         self.bytes = 0
         self.first_line = line
         self.last_line = line
-        self.payloads: list[bytes] = []
+        self.payloads: list[bytes] = []  # the current block: requests, custom_ids, lines
         self.ids: list[str] = []
         self.lines: list[int] = []
-        self._flushed_bytes = 0
+        self.blocks: list[bytes] = []  # finished blocks not yet handed to the writer
+        self.index: list[bytes] = []  # ... and their index lines
+        self._block_start = 0
+        self.unit_start = 0
+        self._files: tuple[BinaryIO, BinaryIO] | None = None  # shard, index (writer thread)
 
     @property
     def shard_id(self) -> str:
         """The content address: sha256 of target and exact bytes, shortened."""
         return self.sha.hexdigest()[:SHARD_ID_CHARS]
 
-    @property
-    def buffered_bytes(self) -> int:
-        return self.bytes - self._flushed_bytes
+    def block_full(self, block_bytes: int) -> bool:
+        """True when the current block holds at least block_bytes of requests."""
+        return self.bytes - self._block_start >= block_bytes
 
-    def take_block(self) -> tuple[bytes, list[str], list[int]] | None:
-        """Hand over the buffered block (shard bytes, custom_ids, lines) for writing."""
-        if not self.payloads:
-            return None
-        block = (b"\n".join(self.payloads) + b"\n", self.ids, self.lines)
-        self._flushed_bytes = self.bytes
-        self.payloads = []
-        self.ids = []
-        self.lines = []
-        return block
+    def end_block(self) -> None:
+        """Finish the current block: its bytes are joined now, while they are in the cache."""
+        if self.payloads:
+            self.blocks.append(b"\n".join(self.payloads) + b"\n")
+            self.index.append(orjson.dumps({"custom_ids": self.ids, "lines": self.lines}) + b"\n")
+            self.payloads = []
+            self.ids = []
+            self.lines = []
+        self._block_start = self.bytes
 
-    def write_block(self, data: bytes, ids: list[str], lines: list[int]) -> None:
-        """Hash and append one block to the shard and index files (on the writer thread)."""
+    def take_unit(self) -> tuple[list[bytes], list[bytes]]:
+        """Hand over the finished blocks and their index lines for writing."""
+        unit = (self.blocks, self.index)
+        self.blocks = []
+        self.index = []
+        self.unit_start = self.bytes
+        return unit
+
+    def write_unit(self, blocks: list[bytes], index: list[bytes], last: bool) -> None:
+        """Hash and append blocks to the shard and index files (on the writer thread).
+
+        A unit is a few long GIL-free steps (one hash, one write; the files stay open until
+        `last`), so the thread seldom waits for the parsing thread to hand over the GIL.
+        """
         assert self.path is not None and self.index_path is not None
+        data = b"".join(blocks)
         self.sha.update(data)
-        with open(self.path, "ab") as out:
-            out.write(data)
-        with open(self.index_path, "ab") as out:
-            out.write(orjson.dumps({"custom_ids": ids, "lines": lines}) + b"\n")
+        if self._files is None:  # kept open across calls: closed by `last` or close_files
+            self._files = (
+                open(self.path, "ab"),  # noqa: SIM115
+                open(self.index_path, "ab", buffering=INDEX_BUFFER_BYTES),  # noqa: SIM115
+            )
+        shard, index_file = self._files
+        shard.write(data)
+        index_file.write(b"".join(index))
+        if last:
+            self.close_files()
+
+    def close_files(self) -> None:
+        """Close the shard and index files if the writer left them open."""
+        if self._files is not None:
+            for handle in self._files:
+                handle.close()
+            self._files = None
 
     def keep_only(self, drop_lines: set[int]) -> None:
-        """Rewrite the flushed files without the given input lines (skip-mode duplicates)."""
+        """Rewrite the written files without the given input lines (skip-mode duplicates)."""
         assert self.path is not None and self.index_path is not None
         kept_path = self.path.with_suffix(".kept")
         self.sha = _target_hash((self.provider, self.model, self.endpoint))
-        self.count = self.bytes = self._flushed_bytes = self.first_line = self.last_line = 0
+        self.count = self.bytes = self.first_line = self.last_line = 0
         ids: list[str] = []
         lines: list[int] = []
         with open(self.path, "rb") as shard, open(kept_path, "wb") as out:
@@ -147,7 +186,7 @@ class ShardDraft:
                 self.last_line = line
         kept_path.replace(self.path)
         self.index_path.write_bytes(orjson.dumps({"custom_ids": ids, "lines": lines}) + b"\n")
-        self._flushed_bytes = self.bytes
+        self._block_start = self.unit_start = self.bytes
 
 
 def iter_index(index_path: Path) -> Iterator[tuple[str, int]]:
@@ -171,12 +210,13 @@ class ShardPacker:
         self.open: dict[GroupKey, ShardDraft] = {}
         self.done: list[ShardDraft] = []
         self.block_bytes = BLOCK_BYTES
+        self.unit_bytes = UNIT_BYTES
         # Hashing and appending run on one writer thread, in submission order (hashlib and file
-        # writes release the GIL); at most WRITES_AHEAD blocks wait, which bounds memory.
+        # writes release the GIL); at most WRITES_AHEAD units wait, which bounds memory.
         self._writer = ThreadPoolExecutor(1) if work_dir is not None else None
         self._pending: deque[Future[None]] = deque()
 
-    def add(self, key: GroupKey, custom_id: str, payload: bytes, line: int) -> ShardDraft:
+    def add(self, key: GroupKey, custom_id: str, payload: bytes, line: int) -> None:
         """Put one request into its group's open shard, rotating first if it would overflow."""
         size = len(payload) + 1
         draft = self.open.get(key)
@@ -193,15 +233,44 @@ class ShardPacker:
             draft.payloads.append(payload)
             draft.ids.append(custom_id)
             draft.lines.append(line)
-            if draft.bytes - draft._flushed_bytes >= self.block_bytes:
-                self._flush(draft)
-        return draft
+            if draft.block_full(self.block_bytes):
+                draft.end_block()
+                if draft.bytes - draft.unit_start >= self.unit_bytes:
+                    self._write(draft)
 
-    def _flush(self, draft: ShardDraft) -> None:
-        block = draft.take_block()
-        if block is None or self._writer is None:
+    def add_many(
+        self, key: GroupKey, ids: list[str], payloads: list[bytes], lines: list[int]
+    ) -> None:
+        """`add` each request in order: in one step when all fit the open shard and block."""
+        draft = self.open.get(key)
+        count = len(payloads)
+        size = sum(map(len, payloads)) + count
+        if (
+            draft is None
+            or draft.count + count > draft.max_requests
+            or draft.bytes + size > draft.max_bytes
+            # ... or they would fill the block, which must end right after the request doing so.
+            or (self._writer is not None and draft.block_full(self.block_bytes - size))
+        ):
+            for custom_id, payload, line in zip(ids, payloads, lines, strict=True):
+                self.add(key, custom_id, payload, line)
             return
-        self._pending.append(self._writer.submit(draft.write_block, *block))
+        draft.count += count
+        draft.bytes += size
+        draft.last_line = lines[-1]
+        if self._writer is not None:
+            draft.payloads += payloads
+            draft.ids += ids
+            draft.lines += lines
+
+    def _write(self, draft: ShardDraft, last: bool = False) -> None:
+        """Hand the draft's finished blocks to the writer thread (`last`: it closes the files)."""
+        if self._writer is None or not (draft.blocks or last):
+            return
+        # Files stay open between units unless too many groups are open at once.
+        last = last or len(self.open) > MAX_OPEN_DRAFT_FILES
+        blocks, index = draft.take_unit()
+        self._pending.append(self._writer.submit(draft.write_unit, blocks, index, last))
         while self._pending and (len(self._pending) > WRITES_AHEAD or self._pending[0].done()):
             self._pending.popleft().result()
 
@@ -214,13 +283,14 @@ class ShardPacker:
             path = self.work_dir / f"shard-{len(self.done) + len(self.open):06d}.jsonl"
         draft = self.open[key] = ShardDraft(key, self.limits[key[0]], path, line)
         # Keep the sum of all groups' buffers bounded, however many groups are open.
-        self.block_bytes = max(
-            MIN_BLOCK_BYTES, min(BLOCK_BYTES, MAX_BUFFERED_BYTES // len(self.open))
-        )
+        share = MAX_BUFFERED_BYTES // len(self.open)
+        self.block_bytes = max(MIN_BLOCK_BYTES, min(BLOCK_BYTES, share))
+        self.unit_bytes = max(self.block_bytes, min(UNIT_BYTES, share))
         return draft
 
     def _close(self, draft: ShardDraft) -> None:
-        self._flush(draft)
+        draft.end_block()
+        self._write(draft, last=True)
         del self.open[(draft.provider, draft.model, draft.endpoint)]
         self.done.append(draft)
 
@@ -239,3 +309,5 @@ class ShardPacker:
         finally:
             if self._writer is not None:
                 self._writer.shutdown(wait=True)
+            for draft in [*self.open.values(), *self.done]:
+                draft.close_files()

@@ -11,7 +11,7 @@ import pytest
 from inputs_corpus import CASES, jsonl, openai_line
 
 from batch_pipeline.inputs import InputOptions, InputRejected, prepare_input, validate_file
-from batch_pipeline.inputs.reader import KEEP_PREFIX_BYTES
+from batch_pipeline.inputs.reader import KEEP_PREFIX_BYTES, LineReader
 
 FIFTY_MB = 50 * 1024 * 1024
 
@@ -105,3 +105,14 @@ def test_unreadable_bytes_everywhere_never_crash(tmp_path: Path) -> None:
         path.write_bytes(bytes(mutated))
         report = validate_file(path, InputOptions())
         assert all("\n" not in str(p) for p in report.problems)
+
+
+def test_lines_after_an_overlong_line_ending_a_chunk_are_read(tmp_path: Path) -> None:
+    """An over-cap line whose newline is the last byte of a chunk used to end the read there."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"x" * 127 + b"\n" + b"short1\nshort2\n")
+    reader = LineReader(path, max_line_bytes=50, chunk_bytes=64)
+    lines = [line for batch in reader.batches() for line in batch]
+    assert [len(line) for line in lines] == [127, 6, 6]
+    assert lines[1:] == [b"short1", b"short2"]
+    assert reader.state.bytes_read == path.stat().st_size
