@@ -13,7 +13,6 @@ same on both. The few operations whose guarantee depends on the medium live here
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import logging
 import os
@@ -279,10 +278,14 @@ class _Lease:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
-        with contextlib.suppress(FileNotFoundError):
+        try:
             # Delete only our own lease; one taken over after we stalled belongs to another.
             if self._current()[1] == self.etag:
                 self.path.fs.call_s3("delete_object", Bucket=self.bucket, Key=self.key)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:  # the work is done; the lease expires by itself
+            log.warning("%s: lease not released (%s); it expires by itself", self.path, exc)
 
     def _body(self) -> bytes:
         return orjson.dumps({"owner": self.owner, "expires_at": time.time() + LEASE_SECONDS})
@@ -309,14 +312,19 @@ class _Lease:
         try:
             holder, etag = self._current()
         except FileNotFoundError:
-            return False  # released between our two requests: try again
+            return self._put(IfNoneMatch="*")  # released between our two requests
         if time.time() <= holder.get("expires_at", 0) + CLOCK_SKEW_SECONDS:
             return False
         return self._put(IfMatch=etag)  # a dead holder's lease: exactly one taker wins
 
     def _renew(self) -> None:
         while not self._stop.wait(LEASE_SECONDS / 4):
-            if self.etag is None or not self._put(IfMatch=self.etag):
+            try:
+                renewed = self._put(IfMatch=self.etag)
+            except Exception as exc:  # a network blip: the lease has time for another try
+                log.warning("%s: lease renewal failed (%s); trying again", self.path, exc)
+                continue
+            if not renewed:
                 log.warning("%s: lease lost (this process stalled past it)", self.path)
                 self.etag = None
                 return

@@ -145,3 +145,27 @@ def test_a_dead_holders_lease_is_taken_over_and_a_live_one_is_renewed(s3_bucket,
         dead.release()  # the old holder must not delete the new holder's lease
         with pytest.raises(LockBusy), lock(path, blocking=False):
             pass
+
+
+def test_a_failed_renewal_is_tried_again_not_given_up(s3_bucket, monkeypatch) -> None:
+    monkeypatch.setattr(storage, "LEASE_SECONDS", 0.4)
+    monkeypatch.setattr(storage, "CLOCK_SKEW_SECONDS", 0.0)
+    path = data_root(s3_bucket.url()) / "batches" / ".b.lock"
+    lease = storage._Lease(path)
+    put, failures = lease._put, []
+
+    def flaky_put(**condition: str) -> bool:
+        if condition.get("IfMatch") and not failures:
+            failures.append(1)
+            raise ConnectionError("network blip")
+        return put(**condition)
+
+    monkeypatch.setattr(lease, "_put", flaky_put)
+    lease.acquire(blocking=False, timeout=0)
+    time.sleep(0.7)  # one failed renewal, then renewed again: never expired
+    assert failures and lease.etag is not None
+    with pytest.raises(LockBusy), lock(path, blocking=False):
+        pass
+    lease.release()
+    with lock(path, blocking=False):
+        pass
