@@ -114,18 +114,14 @@ def collect_partition(
     """Write `results` and `errors` Parquet for input file `name`; its batches must be terminal.
 
     Spend is priced per batch (one model each) from the tokens the provider reported. One
-    collect of a file runs at a time; it first sweeps what a killed one left behind. A file
-    whose every line is accounted for is settled: status ticks stop reading its manifest.
+    collect of a file runs at a time; it first sweeps what a killed one left behind.
     """
     try:
         with store.exclusive(name, "collect"):
             _sweep_leftovers(layout, name)
-            report = _collect(client, layout, store, name, prices or PriceTable(), collected_at)
+            return _collect(client, layout, store, name, prices or PriceTable(), collected_at)
     except ManifestBusy as exc:
         raise CollectError(str(exc)) from None
-    if report.invariant.passed:
-        store.settle(name)
-    return report
 
 
 def _sweep_leftovers(layout: DataLayout, name: str) -> None:

@@ -16,7 +16,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from batch_pipeline.layout import check_name
-from batch_pipeline.storage import DataPath, LockBusy, atomic_write, list_names, lock
+from batch_pipeline.storage import (
+    DataPath,
+    Hold,
+    LockBusy,
+    atomic_write,
+    list_names,
+    lock,
+    read_versioned,
+    write_versioned,
+)
 
 ShardState = Literal["pending", "creating", "submitted"]
 SETTLED_DIR = ".settled"  # beside the manifests: one empty marker per settled input file
@@ -95,16 +104,17 @@ class ManifestStore:
         return self.dir / f"{check_name(name)}.json"
 
     @contextmanager
-    def exclusive(self, name: str, what: str) -> Iterator[None]:
-        """Hold `what` (e.g. "submit") for one input file across processes, or refuse at once."""
+    def exclusive(self, name: str, what: str) -> Iterator[Hold]:
+        """Hold `what` (e.g. "submit") for one input file across processes, or refuse at once.
+        Call `check()` on what it yields before an action that must not happen twice."""
         with ExitStack() as held:
             try:
-                held.enter_context(
+                hold = held.enter_context(
                     lock(self.dir / f".{check_name(name)}.{what}.lock", blocking=False)
                 )
             except LockBusy:
                 raise ManifestBusy(f"{name}: another {what} of this file is running") from None
-            yield
+            yield hold
 
     def active(self, *, settled_since: float | None = None) -> list[Manifest]:
         """Manifests of input files not settled yet, plus those settled at or after
@@ -125,11 +135,8 @@ class ManifestStore:
             pass
 
     def load(self, name: str) -> Manifest | None:
-        try:
-            data = self.path(name).read_bytes()
-        except FileNotFoundError:
-            return None
-        return Manifest.model_validate_json(data)
+        data, _ = read_versioned(self.path(name))
+        return None if data is None else Manifest.model_validate_json(data)
 
     def names(self) -> list[str]:
         """Names of every input file that has a manifest."""
@@ -140,16 +147,26 @@ class ManifestStore:
         ]
 
     @contextmanager
-    def update(self, name: str, *, input_sha256: str | None = None) -> Iterator[Manifest]:
-        """Lock, load (or start) the manifest, let the caller change it, save it atomically."""
-        with lock(self.dir / f".{check_name(name)}.lock"):
-            manifest = self.load(name)
-            if manifest is None:
-                if input_sha256 is None:
-                    raise FileNotFoundError(f"{self.path(name)}: no manifest")
+    def update(
+        self, name: str, *, input_sha256: str | None = None, timeout: float | None = None
+    ) -> Iterator[Manifest]:
+        """Lock, load (or start) the manifest, let the caller change it, save it atomically.
+
+        On S3 the save is also conditional on the version loaded, so a writer whose lease was
+        lost meanwhile fails (LockLost) instead of overwriting. `timeout`: give up waiting for
+        the lock after that many seconds (S3 only; StorageError).
+        """
+        with lock(self.dir / f".{check_name(name)}.lock", timeout=timeout):
+            data, version = read_versioned(self.path(name))
+            if data is not None:
+                manifest = Manifest.model_validate_json(data)
+            elif input_sha256 is not None:
                 manifest = Manifest(input_file=name, input_sha256=input_sha256)
+            else:
+                raise FileNotFoundError(f"{self.path(name)}: no manifest")
             yield manifest
-            self._save(manifest)
+            manifest.updated_at = time.time()
+            write_versioned(self.path(name), manifest.model_dump_json(indent=1).encode(), version)
 
     def record(self, name: str, shard_id: str, **changes: Any) -> ShardRecord:
         """Apply `changes` to one shard's record and persist them before returning."""
@@ -158,8 +175,3 @@ class ManifestStore:
             for key, value in changes.items():
                 setattr(record, key, value)
             return record.model_copy()
-
-    def _save(self, manifest: Manifest) -> None:
-        manifest.updated_at = time.time()
-        with atomic_write(self.path(manifest.input_file)) as handle:
-            handle.write(manifest.model_dump_json(indent=1).encode())

@@ -3,8 +3,8 @@ across every attempt: the latest success, else the latest error.
 
 Built with DuckDB straight from the results and errors Parquet (on disk or, through fsspec, on
 S3), so it streams and spills to local disk past MEMORY_LIMIT instead of holding a file's rows in
-memory. An original file is rebuilt only when one of its partitions changed since its outcomes
-were written.
+memory. On disk an original file is rebuilt only when one of its partitions changed since its
+outcomes were written; in a bucket always.
 """
 
 from __future__ import annotations
@@ -94,7 +94,12 @@ def build_outcomes(layout: DataLayout) -> list[OutcomesFile]:
             sources = [layout.results_file(n) for n in names] + [
                 layout.errors_file(n) for n in names
             ]
-            fresh = target.exists() and modified_at(target) > max(map(modified_at, sources))
+            # On S3, LastModified has 1 s steps and is when an upload started: rebuild always.
+            fresh = (
+                is_local(target)
+                and target.exists()
+                and modified_at(target) > max(map(modified_at, sources))
+            )
             if not fresh:
                 _write(db, original, names, layout, target)
             rows = db.execute(f"select count(*) from read_parquet({_quote(target)})").fetchone()[0]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from batch_pipeline.gateway import BatchView, BifrostClient, GatewayError, NotFoundError
 from batch_pipeline.manifest import Manifest, ManifestStore
+from batch_pipeline.storage import StorageError
 from batch_pipeline.submit import status_fields
 
 # Some providers answer 404 for a short while right after create (an Anthropic quirk).
@@ -20,6 +21,8 @@ NOT_FOUND_GRACE_SECONDS = 300.0
 GONE_STATUS = "not_found"
 # Batches asked for at once; between chunks the sweep checks its deadline.
 POLL_CHUNK = 64
+# How long a tick waits for one manifest's lock (on S3 a dead pod's lease lasts ~70 s).
+MANIFEST_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,8 @@ def poll_in_flight(
 def _record_answers(
     store: ManifestStore, refs: list[BatchRef], answers: dict, report: PollReport, now: float
 ) -> None:
-    """Write each batch's new status to its manifest, one locked update per input file.
+    """Write each batch's new status to its manifest, one locked update per input file (a file
+    whose lock stays taken for MANIFEST_WAIT_SECONDS is left for the next tick).
 
     A 404 marks a batch gone only when it persists for NOT_FOUND_GRACE_SECONDS (and not in the
     first minutes after create); when every batch of a provider answers 404 at once, the setup
@@ -129,33 +133,46 @@ def _record_answers(
     for ref in refs:
         by_name[ref.name].append(ref)
     for name, name_refs in by_name.items():
-        with store.update(name) as manifest:
-            for ref in name_refs:
-                record = manifest.shards[ref.shard_id]
-                answer = answers.get(ref.batch_id)
-                if isinstance(answer, NotFoundError):
-                    if (
-                        ref.provider in setup_fault
-                        or now - (ref.created_at or now) < NOT_FOUND_GRACE_SECONDS
-                    ):
-                        continue
-                    if record.not_found_since is None:
-                        record.not_found_since = now
-                    if now - record.not_found_since < NOT_FOUND_GRACE_SECONDS:
-                        report.problems.append(
-                            f"{name}: batch {ref.batch_id} answers 404: {answer}"
-                        )
-                        continue
-                    # Gone for good: collect accounts its requests as `missing`.
-                    report.problems.append(f"{name}: batch {ref.batch_id} is gone: {answer}")
-                    record.status, record.terminal = GONE_STATUS, True
-                elif isinstance(answer, GatewayError) or answer is None:
-                    report.problems.append(f"{name}: batch {ref.batch_id}: {answer}")
-                else:
-                    view = BatchView.of(answer, ref.provider)  # type: ignore[arg-type]
-                    before = (record.status, record.request_counts)
-                    for key, value in status_fields(view).items():
-                        setattr(record, key, value)
-                    record.not_found_since = None
-                    if (record.status, record.request_counts) != before:
-                        report.updated[name].append(view)
+        try:
+            _record_file(store, name, name_refs, answers, setup_fault, report, now)
+        except StorageError as exc:  # its lock is held (a dead pod's lease): next tick
+            report.problems.append(f"{name}: statuses not recorded this time: {exc}")
+
+
+def _record_file(
+    store: ManifestStore,
+    name: str,
+    refs: list[BatchRef],
+    answers: dict,
+    setup_fault: set[str],
+    report: PollReport,
+    now: float,
+) -> None:
+    with store.update(name, timeout=MANIFEST_WAIT_SECONDS) as manifest:
+        for ref in refs:
+            record = manifest.shards[ref.shard_id]
+            answer = answers.get(ref.batch_id)
+            if isinstance(answer, NotFoundError):
+                if (
+                    ref.provider in setup_fault
+                    or now - (ref.created_at or now) < NOT_FOUND_GRACE_SECONDS
+                ):
+                    continue
+                if record.not_found_since is None:
+                    record.not_found_since = now
+                if now - record.not_found_since < NOT_FOUND_GRACE_SECONDS:
+                    report.problems.append(f"{name}: batch {ref.batch_id} answers 404: {answer}")
+                    continue
+                # Gone for good: collect accounts its requests as `missing`.
+                report.problems.append(f"{name}: batch {ref.batch_id} is gone: {answer}")
+                record.status, record.terminal = GONE_STATUS, True
+            elif isinstance(answer, GatewayError) or answer is None:
+                report.problems.append(f"{name}: batch {ref.batch_id}: {answer}")
+            else:
+                view = BatchView.of(answer, ref.provider)  # type: ignore[arg-type]
+                before = (record.status, record.request_counts)
+                for key, value in status_fields(view).items():
+                    setattr(record, key, value)
+                record.not_found_since = None
+                if (record.status, record.request_counts) != before:
+                    report.updated[name].append(view)

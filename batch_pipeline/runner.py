@@ -204,6 +204,8 @@ def run_files(
                 result = materialize([collected_batches], name)
                 waiting.remove(name)
                 outcomes[name] = _collect_outcome(name, result, layout)
+                if result.success:  # recorded: later status ticks skip this file
+                    ManifestStore(layout.root / "batches").settle(name)
             if waiting:
                 time.sleep(poll_interval)
         if any(o.ok for o in outcomes.values()):

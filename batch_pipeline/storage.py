@@ -7,13 +7,15 @@ same on both. The few operations whose guarantee depends on the medium live here
 - publishing a finished file: a rename on local disk, a single PUT on S3 (an object becomes
   visible whole or not at all), so no reader ever sees half a file;
 - locks: `flock` on local disk; on S3 a lease object created with `If-None-Match: *`, renewed
-  and taken over when stale with `If-Match`, since run pods share no kernel;
+  and taken over when stale with `If-Match`, since run pods share no kernel; a holder checks
+  its lease before acting, and small records are written only over the version it read;
 - local copies of objects for code that needs a real file (uploads to the gateway).
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import shutil
@@ -23,7 +25,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -73,7 +74,7 @@ def data_root(root: str | os.PathLike[str]) -> DataPath:
 
 def is_local(path: DataPath) -> bool:
     """True for a path on local disk (where renames, fsync and flock exist)."""
-    return isinstance(path, Path)
+    return not isinstance(path, UPath) or path.protocol in ("", "file", "local")
 
 
 def fsync_dir(path: DataPath) -> None:
@@ -149,11 +150,11 @@ def copy_into(source: Path, target: DataPath) -> None:
         shutil.copyfileobj(data, out, 1 << 20)
 
 
-def modified_at(path: DataPath) -> float:
-    """When a file last changed, in epoch seconds: locally the later of mtime and ctime (a
-    published file is renamed into place and keeps its temp file's mtime), on S3 LastModified."""
+def modified_at(path: Path) -> float:
+    """When a local file last changed, in epoch seconds: the later of mtime and ctime (a
+    published file is renamed into place and keeps its temp file's mtime)."""
     status = path.stat()
-    return max(status.st_mtime, status.st_ctime) if is_local(path) else status.st_mtime
+    return max(status.st_mtime, status.st_ctime)
 
 
 def read_parquet(path: DataPath, columns: list[str] | None = None) -> pa.Table:
@@ -205,13 +206,25 @@ def list_names(
             return entries
 
 
+class Hold:
+    """A held lock. `check()` before an action that must not happen twice: it raises LockLost
+    once a lease was taken over or went unrenewed for too long (a flock is never lost)."""
+
+    def check(self) -> None:
+        return None
+
+
+class LockLost(StorageError):
+    """A lease this process held was lost (it stalled, or could not renew): stop, do nothing."""
+
+
 @contextmanager
-def lock(path: DataPath, *, blocking: bool = True, timeout: float = 3 * LEASE_SECONDS):
+def lock(path: DataPath, *, blocking: bool = True, timeout: float | None = None) -> Iterator[Hold]:
     """Hold the lock file `path` across processes (and, on S3, across machines).
 
-    Non-blocking: LockBusy at once when another holder has it. Blocking: wait, up to `timeout`
-    on S3 (a dead holder's lease expires), forever on local disk (the kernel frees a dead
-    holder's flock).
+    Non-blocking: LockBusy at once when another holder has it. Blocking: wait, on S3 up to
+    `timeout` (default three lease times: a dead holder's lease expires), on local disk as
+    long as it takes (the kernel frees a dead holder's flock at once).
     """
     if is_local(path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -221,16 +234,65 @@ def lock(path: DataPath, *, blocking: bool = True, timeout: float = 3 * LEASE_SE
             except BlockingIOError:
                 raise LockBusy(f"{path}: held by another process") from None
             try:
-                yield
+                yield Hold()
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         return
     lease = _Lease(path)
-    lease.acquire(blocking=blocking, timeout=timeout)
+    lease.acquire(blocking=blocking, timeout=3 * LEASE_SECONDS if timeout is None else timeout)
     try:
-        yield
+        yield lease
     finally:
         lease.release()
+
+
+def read_versioned(path: DataPath) -> tuple[bytes | None, str | None]:
+    """A small file's content (None when absent) and its version for `write_versioned`: the
+    S3 ETag ("*" when absent), None on local disk, where the caller's flock orders writers."""
+    if is_local(path):
+        try:
+            return path.read_bytes(), None
+        except FileNotFoundError:
+            return None, None
+    bucket, key = _bucket_key(path)
+    try:
+        return sync(path.fs.loop, _get_object, path.fs, bucket, key)
+    except FileNotFoundError:
+        return None, "*"
+
+
+def write_versioned(path: DataPath, data: bytes, version: str | None) -> None:
+    """Replace a small file read by `read_versioned`, all or nothing. On S3 only if nobody
+    wrote it since (a conditional PUT): a writer whose lease was lost cannot overwrite."""
+    if is_local(path):
+        with atomic_write(path) as out:
+            out.write(data)
+        return
+    _require_conditional_writes()
+    bucket, key = _bucket_key(path)
+    condition = {"IfNoneMatch": "*"} if version == "*" else {"IfMatch": str(version)}
+    try:
+        path.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
+    except Exception as exc:
+        if _condition_failed(exc):
+            raise LockLost(
+                f"{path}: changed by another process since it was read; nothing was overwritten"
+            ) from None
+        raise
+
+
+@functools.cache
+def _require_conditional_writes() -> None:
+    """Refuse to lock on S3 with a botocore that would drop If-Match/If-None-Match silently."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("s3")
+    members = model.operation_model("PutObject").input_shape.members
+    if not {"IfMatch", "IfNoneMatch"} <= set(members):
+        raise StorageError(
+            "this botocore cannot send conditional writes (If-Match, If-None-Match), which locks "
+            "on S3 need; upgrade s3fs and botocore"
+        )
 
 
 def _bucket_key(path: UPath) -> tuple[str, str]:
@@ -247,19 +309,25 @@ def _condition_failed(exc: BaseException) -> bool:
     return error.get("Code") in ("PreconditionFailed", "ConditionalRequestConflict")
 
 
-@dataclass
-class _Lease:
+class _Lease(Hold):
     """A lock as an S3 object: created only if absent, renewed while held, taken over when
     its holder stopped renewing it. Compare-and-swap on the ETag makes each step atomic."""
 
-    path: UPath
-
-    def __post_init__(self) -> None:
-        self.bucket, self.key = _bucket_key(self.path)
+    def __init__(self, path: UPath) -> None:
+        _require_conditional_writes()
+        self.path = path
+        self.bucket, self.key = _bucket_key(path)
         self.owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.etag: str | None = None
+        self.renewed_at = 0.0  # monotonic time of the last write that made the lease ours
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+
+    def check(self) -> None:
+        """LockLost once the lease may belong to another process: taken over, or not renewed
+        for most of its time (a quarter is kept as a margin against clock drift)."""
+        if self.etag is None or time.monotonic() - self.renewed_at > LEASE_SECONDS * 0.75:
+            raise LockLost(f"{self.path}: lease lost (this process stalled or could not renew)")
 
     def acquire(self, *, blocking: bool, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -278,10 +346,20 @@ class _Lease:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
+        if self.etag is None:
+            return  # taken over: the lease is another process's now
         try:
-            # Delete only our own lease; one taken over after we stalled belongs to another.
-            if self._current()[1] == self.etag:
-                self.path.fs.call_s3("delete_object", Bucket=self.bucket, Key=self.key)
+            # Delete only our own lease: conditional where the store supports it, else compare
+            # first (a takeover in between is then possible, but only after we stalled).
+            try:
+                self.path.fs.call_s3(
+                    "delete_object", Bucket=self.bucket, Key=self.key, IfMatch=self.etag
+                )
+            except Exception as exc:
+                if _condition_failed(exc):
+                    return
+                if self._current()[1] == self.etag:
+                    self.path.fs.call_s3("delete_object", Bucket=self.bucket, Key=self.key)
         except FileNotFoundError:
             pass
         except Exception as exc:  # the work is done; the lease expires by itself
@@ -291,15 +369,27 @@ class _Lease:
         return orjson.dumps({"owner": self.owner, "expires_at": time.time() + LEASE_SECONDS})
 
     def _put(self, **condition: str) -> bool:
+        """One conditional write of the lease; True when the lease is ours afterwards.
+
+        A PUT whose answer was lost may be sent again by the client and then fail its own
+        condition: when the object holds our owner, the write did happen, and it counts.
+        """
+        started = time.monotonic()
         try:
             answer = self.path.fs.call_s3(
                 "put_object", Bucket=self.bucket, Key=self.key, Body=self._body(), **condition
             )
         except Exception as exc:
-            if _condition_failed(exc):
+            if not _condition_failed(exc):
+                raise
+            try:
+                holder, etag = self._current()
+            except FileNotFoundError:
                 return False
-            raise
-        self.etag = answer["ETag"]
+            if holder.get("owner") != self.owner:
+                return False
+            answer = {"ETag": etag}
+        self.etag, self.renewed_at = answer["ETag"], started
         return True
 
     def _current(self) -> tuple[dict[str, Any], str]:
@@ -320,7 +410,7 @@ class _Lease:
     def _renew(self) -> None:
         while not self._stop.wait(LEASE_SECONDS / 4):
             try:
-                renewed = self._put(IfMatch=self.etag)
+                renewed = self._put(IfMatch=str(self.etag))
             except Exception as exc:  # a network blip: the lease has time for another try
                 log.warning("%s: lease renewal failed (%s); trying again", self.path, exc)
                 continue

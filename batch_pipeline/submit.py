@@ -30,7 +30,7 @@ from batch_pipeline.inputs import InputOptions, InputPlan, Shard, content_sha256
 from batch_pipeline.manifest import ManifestBusy, ManifestStore, ShardRecord
 from batch_pipeline.providers import provider_traits
 from batch_pipeline.queue_limits import QueueGate
-from batch_pipeline.storage import local_copy
+from batch_pipeline.storage import Hold, LockLost, local_copy
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def submit_plan(
     Two submits of the same file never run at once (the second is refused).
     """
     try:
-        with store.exclusive(plan.input_name, "submit"):
+        with store.exclusive(plan.input_name, "submit") as hold:
             register_plan(store, plan, estimates or {})
             return [
                 _submit_shard(
@@ -86,6 +86,7 @@ def submit_plan(
                     store,
                     plan.input_name,
                     shard,
+                    hold=hold,
                     completion_window=completion_window,
                     assume_not_created=shard.shard_id in assume_not_created,
                     adopted=(adopt or {}).get(shard.shard_id),
@@ -94,8 +95,8 @@ def submit_plan(
                 )
                 for shard in plan.shards
             ]
-    except ManifestBusy as exc:
-        raise SubmissionError(f"{exc}; nothing was sent") from None
+    except (ManifestBusy, LockLost) as exc:
+        raise SubmissionError(f"{exc}; nothing more was sent") from None
 
 
 def plan_to_submit(
@@ -164,6 +165,7 @@ def _submit_shard(
     name: str,
     shard: Shard,
     *,
+    hold: Hold,
     completion_window: str,
     assume_not_created: bool,
     adopted: str | None,
@@ -215,7 +217,13 @@ def _submit_shard(
         current = manifest.shards[shard.shard_id]
         if current.terminal or current.batch_id:  # cancelled or made meanwhile
             return SubmitOutcome(shard.shard_id, current.batch_id, reused=bool(current.batch_id))
+        if current.state == "creating" and current.intent_at != record.intent_at:
+            # another submit wrote its intent since we looked: only one may create
+            raise SubmissionUncertain(
+                f"{name}: another submit is creating shard {shard.shard_id}; nothing was sent"
+            )
         current.state, current.intent_at = "creating", time.time()
+    hold.check()  # the submit lock is still ours: no other submit can be creating this shard
     try:
         created = _create(client, name, shard, input_file_id, completion_window)
     except GatewayStatusError as exc:

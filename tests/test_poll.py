@@ -77,3 +77,30 @@ def test_settled_since_keeps_files_settled_after_it(tmp_path: Path) -> None:
     assert store.active() == []
     assert [m.input_file for m in store.active(settled_since=time.time() - 60)] == ["f"]
     assert store.active(settled_since=time.time() + 60) == []
+
+
+def test_a_manifest_locked_elsewhere_is_left_for_the_next_tick(
+    client, s3_bucket, monkeypatch
+) -> None:
+    """On S3 a dead pod's lease holds a manifest for a minute: the tick skips that file."""
+    from batch_pipeline import poll
+    from batch_pipeline.storage import data_root, lock
+
+    monkeypatch.setattr(poll, "MANIFEST_WAIT_SECONDS", 0.3)
+    store = ManifestStore(data_root(s3_bucket.url()) / "batches")
+    with store.update("f", input_sha256="x") as manifest:
+        manifest.shards["s0"] = ShardRecord(
+            shard_id="s0",
+            provider="openai",
+            model="m",
+            endpoint="/v1/chat/completions",
+            request_count=1,
+            bytes=1,
+            state="submitted",
+            batch_id="batch_elsewhere",
+            created_at=time.time() - 3600,
+        )
+    with lock(store.dir / ".f.lock"):
+        report = poll_in_flight(client, store)
+    assert report.polled == 1
+    assert any("f: statuses not recorded this time" in p for p in report.problems)

@@ -127,8 +127,11 @@ def test_manifest_updates_from_many_threads_lose_nothing(root) -> None:
     assert store.names() == ["f"]
 
 
+LEASE = 1.6  # short enough for a test, long enough for a busy CI machine to renew in time
+
+
 def test_a_dead_holders_lease_is_taken_over_and_a_live_one_is_renewed(s3_bucket, monkeypatch):
-    monkeypatch.setattr(storage, "LEASE_SECONDS", 0.4)
+    monkeypatch.setattr(storage, "LEASE_SECONDS", LEASE)
     monkeypatch.setattr(storage, "CLOCK_SKEW_SECONDS", 0.0)
     path = data_root(s3_bucket.url()) / "batches" / ".a.lock"
     dead = storage._Lease(path)
@@ -137,9 +140,9 @@ def test_a_dead_holders_lease_is_taken_over_and_a_live_one_is_renewed(s3_bucket,
     dead._renewer.join()
     with pytest.raises(LockBusy):
         storage._Lease(path).acquire(blocking=False, timeout=0)
-    time.sleep(0.5)
+    time.sleep(LEASE + 0.2)
     with lock(path, blocking=False):  # expired: taken over with If-Match, exactly once
-        time.sleep(0.5)  # longer than a lease: renewals keep it ours
+        time.sleep(LEASE + 0.2)  # longer than a lease: renewals keep it ours
         with pytest.raises(LockBusy), lock(path, blocking=False):
             pass
         dead.release()  # the old holder must not delete the new holder's lease
@@ -148,7 +151,7 @@ def test_a_dead_holders_lease_is_taken_over_and_a_live_one_is_renewed(s3_bucket,
 
 
 def test_a_failed_renewal_is_tried_again_not_given_up(s3_bucket, monkeypatch) -> None:
-    monkeypatch.setattr(storage, "LEASE_SECONDS", 0.4)
+    monkeypatch.setattr(storage, "LEASE_SECONDS", LEASE)
     monkeypatch.setattr(storage, "CLOCK_SKEW_SECONDS", 0.0)
     path = data_root(s3_bucket.url()) / "batches" / ".b.lock"
     lease = storage._Lease(path)
@@ -162,10 +165,52 @@ def test_a_failed_renewal_is_tried_again_not_given_up(s3_bucket, monkeypatch) ->
 
     monkeypatch.setattr(lease, "_put", flaky_put)
     lease.acquire(blocking=False, timeout=0)
-    time.sleep(0.7)  # one failed renewal, then renewed again: never expired
+    time.sleep(LEASE + 0.2)  # one failed renewal, then renewed again: never expired
     assert failures and lease.etag is not None
     with pytest.raises(LockBusy), lock(path, blocking=False):
         pass
     lease.release()
     with lock(path, blocking=False):
         pass
+
+
+def test_a_replayed_lease_write_still_counts_as_ours(s3_bucket) -> None:
+    """A client may send a PUT again after losing its answer; the replay fails its condition
+    against our own write, which must not read as someone else holding the lease."""
+    path = data_root(s3_bucket.url()) / "batches" / ".c.lock"
+    lease = storage._Lease(path)
+    assert lease._put(IfNoneMatch="*")
+    first = lease.etag
+    assert lease._put(IfNoneMatch="*")  # the replay of the create: 412, yet ours
+    assert lease.etag == first
+    assert lease._put(IfMatch=first)  # a renewal ...
+    assert lease._put(IfMatch=first)  # ... and its replay (412 against our renewal)
+    other = storage._Lease(path)
+    assert not other._put(IfNoneMatch="*")  # another owner's create still loses
+    lease.release()
+
+
+def test_a_holder_that_lost_its_lease_can_neither_act_nor_overwrite(s3_bucket, monkeypatch):
+    monkeypatch.setattr(storage, "LEASE_SECONDS", LEASE)
+    monkeypatch.setattr(storage, "CLOCK_SKEW_SECONDS", 0.0)
+    root = data_root(s3_bucket.url())
+    store = ManifestStore(root / "batches")
+    with store.update("f", input_sha256="x") as manifest:
+        manifest.shards["s"] = ShardRecord(
+            shard_id="s", provider="openai", model="m", endpoint="/v1/x", request_count=0, bytes=0
+        )
+    stale, version = storage.read_versioned(store.path("f"))
+    store.record("f", "s", batch_id="batch_paid")  # a newer writer
+    with pytest.raises(storage.LockLost, match="changed by another process"):
+        storage.write_versioned(store.path("f"), stale, version)
+    assert store.load("f").shards["s"].batch_id == "batch_paid"
+
+    lease = storage._Lease(root / "batches" / ".f.submit.lock")
+    lease.acquire(blocking=False, timeout=0)
+    lease.check()
+    lease._stop.set()  # it stops renewing, as a stalled process does
+    lease._renewer.join()
+    time.sleep(LEASE * 0.8)
+    with pytest.raises(storage.LockLost):
+        lease.check()  # before the lease expires for others, it is already not ours to act on
+    lease.release()

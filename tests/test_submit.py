@@ -225,3 +225,25 @@ def test_two_collects_of_one_file_never_run_at_once(emulator, client, tmp_path: 
     submit_plan(client, store, plan)
     with store.exclusive("n", "collect"), pytest.raises(CollectError, match="another collect"):
         collect_partition(client, layout, store, "n")
+
+
+def test_an_intent_written_by_another_submit_stops_this_one(
+    emulator, client, tmp_path: Path, monkeypatch
+) -> None:
+    """If another submit got in (a lease lost on S3) and wrote its intent while this one was
+    uploading, this one stops before its create: only one may create a shard."""
+    plan = _plan(tmp_path, "raced", chat_lines(2))
+    store = ManifestStore(tmp_path / "batches")
+    (shard,) = plan.shards
+    upload = client.upload_file
+
+    def upload_then_race(*args, **kwargs):
+        uploaded = upload(*args, **kwargs)
+        store.record("raced", shard.shard_id, state="creating", intent_at=123.0)
+        return uploaded
+
+    monkeypatch.setattr(client, "upload_file", upload_then_race)
+    with pytest.raises(SubmissionUncertain, match="another submit is creating shard"):
+        submit_plan(client, store, plan)
+    assert counters(emulator.base_url)["batches_created"] == 0
+    assert store.load("raced").shards[shard.shard_id].intent_at == 123.0  # theirs, untouched

@@ -162,9 +162,9 @@ def _alert_evaluations(
             collected=layout.results_file(name).exists(),
         )
     before = {(check, name) for check, names in failing.items() for name in names}
-    for check, name in before - findings.keys():  # settled since: collected, every batch ended
+    for check, name in before - findings.keys():  # settled since (or its manifest is gone)
         if known(name):
-            findings[(check, name)] = Finding(True, "collected; every batch ended")
+            findings[(check, name)] = Finding(True, "no longer watched: collected, or gone")
     evaluations = [
         finding_evaluation(name, check, finding)
         for (check, name), finding in findings.items()
@@ -181,7 +181,8 @@ def _collect_requests(
     context: dg.SensorEvaluationContext, ready: list[str], max_attempts: int, settle
 ) -> list[dg.RunRequest]:
     """One collect run per ready file not yet collected; after a failed one, one more. A ready
-    file already collected (by hand, or before settling existed) is settled here."""
+    file whose collect Dagster recorded is settled here: later ticks skip its manifest (settled
+    only then, so a collect run that dies is still asked for again)."""
     if not ready:
         return []
     status = (

@@ -142,6 +142,7 @@ def test_failed_collect_is_requested_again(emulator_factory, tmp_path: Path) -> 
         store.record("late", shard, terminal=True, status="completed")
         tick = batch_status_sensor(dg.build_sensor_context(instance=instance, resources=resources))
         assert [r.run_key for r in tick.run_requests] == ["collect:late:1"]
+        assert [m.input_file for m in store.active()] == ["late"]  # not settled: still watched
 
 
 @pytest.mark.parametrize("per_tick", [7])
