@@ -11,10 +11,11 @@ import pytest
 from batch_pipeline.gateway import BifrostClient
 from batch_pipeline.manifest import ManifestStore, ShardRecord
 from batch_pipeline.poll import GONE_STATUS, NOT_FOUND_GRACE_SECONDS, poll_in_flight
+from batch_pipeline.storage import DataPath
 
 
-def _store(tmp_path: Path, batch_ids: list[str]) -> ManifestStore:
-    store = ManifestStore(tmp_path)
+def _store(batches_dir: DataPath, batch_ids: list[str]) -> ManifestStore:
+    store = ManifestStore(batches_dir)
     with store.update("f", input_sha256="x") as manifest:
         for i, batch_id in enumerate(batch_ids):
             manifest.shards[f"s{i}"] = ShardRecord(
@@ -87,19 +88,7 @@ def test_a_manifest_locked_elsewhere_is_left_for_the_next_tick(
     from batch_pipeline.storage import data_root, lock
 
     monkeypatch.setattr(poll, "MANIFEST_WAIT_SECONDS", 0.3)
-    store = ManifestStore(data_root(s3_bucket.url()) / "batches")
-    with store.update("f", input_sha256="x") as manifest:
-        manifest.shards["s0"] = ShardRecord(
-            shard_id="s0",
-            provider="openai",
-            model="m",
-            endpoint="/v1/chat/completions",
-            request_count=1,
-            bytes=1,
-            state="submitted",
-            batch_id="batch_elsewhere",
-            created_at=time.time() - 3600,
-        )
+    store = _store(data_root(s3_bucket.url()) / "batches", ["batch_elsewhere"])
     with lock(store.dir / ".f.lock"):
         report = poll_in_flight(client, store)
     assert report.polled == 1
