@@ -45,7 +45,7 @@ class PollReport:
     updated: dict[str, list[BatchView]] = field(default_factory=lambda: defaultdict(list))
     problems: list[str] = field(default_factory=list)
     ready: list[str] = field(default_factory=list)
-    # after the poll: files with shards held back by queue limits, and every manifest
+    # after the poll: files with shards held back by queue limits, and every unsettled manifest
     waiting: list[str] = field(default_factory=list)
     manifests: dict[str, Manifest] = field(default_factory=dict)
     finished_batches: int = 0
@@ -81,8 +81,9 @@ def poll_in_flight(
     shortens the sweep (the next one starts where this one stopped) instead of stretching it.
     """
     started = time.monotonic()
-    refs = in_flight_batches(store.active())
-    report = PollReport(in_flight=len(refs))
+    manifests = {m.input_file: m for m in store.active()}  # read once; updates replace entries
+    refs = in_flight_batches(list(manifests.values()))
+    report = PollReport(in_flight=len(refs), manifests=manifests)
     if refs:
         start = offset % len(refs)
         window = (refs[start:] + refs[:start])[:max_batches]
@@ -100,7 +101,6 @@ def poll_in_flight(
                 break
         report.next_offset = (start + report.polled) % len(refs)
         _record_answers(store, window[: report.polled], answers, report, now or time.time())
-    report.manifests = {m.input_file: m for m in store.active()}
     for name, manifest in report.manifests.items():
         if manifest.all_terminal:
             report.ready.append(name)
@@ -176,3 +176,4 @@ def _record_file(
                 record.not_found_since = None
                 if (record.status, record.request_counts) != before:
                     report.updated[name].append(view)
+    report.manifests[name] = manifest  # as saved: the tick's verdicts read this one

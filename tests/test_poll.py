@@ -45,9 +45,10 @@ def test_a_404_must_persist_before_the_batch_counts_as_gone(client, tmp_path: Pa
     record = store.load("f").shards["s0"]
     assert not record.terminal and record.not_found_since == now
     assert first.ready == [] and "answers 404" in first.problems[0]
-    poll_in_flight(client, store, now=now + NOT_FOUND_GRACE_SECONDS + 1)
+    later = poll_in_flight(client, store, now=now + NOT_FOUND_GRACE_SECONDS + 1)
     record = store.load("f").shards["s0"]
     assert record.terminal and record.status == GONE_STATUS
+    assert later.ready == ["f"]  # judged on the manifest as this poll saved it
 
 
 def test_every_batch_of_a_provider_404_is_a_setup_fault(client, tmp_path: Path) -> None:
