@@ -9,9 +9,6 @@ verified from the written Parquet files themselves.
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +30,7 @@ from batch_pipeline.poll import GONE_STATUS
 from batch_pipeline.providers import provider_traits
 from batch_pipeline.results import BatchCollector, BatchContext, CollectStats, PartitionWriter
 from batch_pipeline.retry import attempt_of
-from batch_pipeline.storage import DataPath, is_local, read_parquet
+from batch_pipeline.storage import DataPath, is_local, read_parquet, scratch_for
 
 SAMPLE = 20
 
@@ -158,7 +155,8 @@ def _collect(
     cost, unpriced = 0.0, set()
     original, attempt = attempt_of(name)
     with (
-        _downloads_folder(layout, name) as downloads,
+        # downloads sit in staging/<name>/downloads on disk (swept after a kill), else in temp
+        scratch_for(layout.staging(name) / "downloads" / "output.jsonl") as downloads,
         PartitionWriter(
             results_path,
             errors_path,
@@ -227,17 +225,6 @@ def delete_batch_files(client: BifrostClient, store: ManifestStore, name: str) -
         if not problems:
             store.record(name, record.shard_id, files_deleted=True)
     return problems
-
-
-@contextmanager
-def _downloads_folder(layout: DataLayout, name: str) -> Iterator[Path]:
-    """Local disk for provider output files while they are read: staging/<name>/downloads
-    (swept by the next collect after a kill), or a private temp folder for an S3 root."""
-    if is_local(layout.root):
-        yield layout.staging(name) / "downloads"
-        return
-    with tempfile.TemporaryDirectory(prefix="batch-pipeline-downloads-") as folder:
-        yield Path(folder)
 
 
 def _terminal(manifest: Manifest | None, shard_id: str) -> bool:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +82,8 @@ def build_outcomes(layout: DataLayout) -> list[OutcomesFile]:
     import duckdb
 
     built = []
-    with duckdb.connect() as db, _spill_folder(layout) as spill:
+    spill_to = layout.root / "staging" / ".duckdb" / "spill"  # on disk: beside the data
+    with duckdb.connect() as db, scratch_for(spill_to) as spill:
         db.execute(f"set memory_limit = '{MEMORY_LIMIT}'")
         db.execute("set preserve_insertion_order = false")  # lets big sorts stream and spill
         db.execute(f"set temp_directory = {_quote(spill)}")
@@ -105,18 +105,6 @@ def build_outcomes(layout: DataLayout) -> list[OutcomesFile]:
             rows = db.execute(f"select count(*) from read_parquet({_quote(target)})").fetchone()[0]
             built.append(OutcomesFile(original, target, rows, rebuilt=not fresh))
     return built
-
-
-@contextmanager
-def _spill_folder(layout: DataLayout) -> Iterator[Path]:
-    """Local disk for DuckDB to spill to: staging/.duckdb, or a temp folder for an S3 root."""
-    if is_local(layout.root):
-        folder = layout.root / "staging" / ".duckdb"
-        folder.mkdir(parents=True, exist_ok=True)
-        yield folder
-        return
-    with tempfile.TemporaryDirectory(prefix="batch-pipeline-duckdb-") as folder:
-        yield Path(folder)
 
 
 def _write(db, original: str, names: list[str], layout: DataLayout, target: DataPath) -> None:

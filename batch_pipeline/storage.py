@@ -90,8 +90,9 @@ def fsync_dir(path: DataPath) -> None:
 
 @contextmanager
 def scratch_for(target: DataPath) -> Iterator[Path]:
-    """A local folder for temp files that will be published to `target`: its own folder on
-    local disk (so publishing is a rename), a private temp folder for an object store."""
+    """A local folder for files on their way to or from `target`: its own folder on local
+    disk (so publishing is a rename, and a killed run's leftovers are found there), a private
+    temp folder, removed afterwards, for an object store."""
     if is_local(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         yield target.parent
@@ -109,6 +110,7 @@ def publish(tmp: Path, target: DataPath) -> None:
     if is_local(target):
         with open(tmp, "rb") as data:
             os.fsync(data.fileno())
+        target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, target)
         fsync_dir(target.parent)
         return

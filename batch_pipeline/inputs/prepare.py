@@ -30,7 +30,7 @@ from batch_pipeline.inputs.reader import LineReader
 from batch_pipeline.inputs.scan import FileScan, ScanResult
 from batch_pipeline.inputs.shard import iter_index
 from batch_pipeline.providers import PROVIDERS
-from batch_pipeline.storage import DataPath, is_local, publish, scratch_for
+from batch_pipeline.storage import DataPath, publish, scratch_for
 
 
 def validate_file(path: Path, options: InputOptions) -> ValidationReport:
@@ -114,8 +114,6 @@ def _commit(
 ) -> InputPlan:
     rejected_count = result.rejected_lines
     shards_dir = staging_dir / SHARDS_DIR
-    if is_local(shards_dir):  # on S3 a "folder" is a key prefix: nothing to make
-        shards_dir.mkdir(parents=True, exist_ok=True)
     shards: list[Shard] = []
     for draft in result.drafts:
         assert draft.path is not None and draft.index_path is not None

@@ -13,8 +13,6 @@ from __future__ import annotations
 import array
 import contextlib
 import os
-import shutil
-import tempfile
 import uuid
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,7 +33,7 @@ from batch_pipeline.results.schema import (
     RESULT_COLUMNS,
     RESULTS_SCHEMA,
 )
-from batch_pipeline.storage import DataPath, is_local, publish
+from batch_pipeline.storage import DataPath, publish, scratch_for
 
 # Only these columns repeat enough to gain from dictionary encoding; trying it on bodies,
 # ids and messages costs time for nothing.
@@ -136,7 +134,7 @@ class _TableSink:
         self._constants: tuple[pa.Scalar, ...] = ()
         self.rows = 0
         self.tmp: Path | None = None
-        self._scratch: Path | None = None
+        self._scratch = contextlib.ExitStack()  # holds the temp file's folder until publish
         self._writer: pq.ParquetWriter | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
@@ -148,11 +146,7 @@ class _TableSink:
         # Hidden and not *.parquet, so dataset readers globbing the folder never pick it up;
         # created with mode 0o666 so the umask applies as for any other output file. An S3
         # target gets its temp file in a private local folder and one PUT at publish.
-        if is_local(self.target):
-            self.target.parent.mkdir(parents=True, exist_ok=True)
-            folder = self.target.parent
-        else:
-            self._scratch = folder = Path(tempfile.mkdtemp(prefix="batch-pipeline-"))
+        folder = self._scratch.enter_context(scratch_for(self.target))
         tmp = folder / f".{self.target.name}.{uuid.uuid4().hex}.tmp"
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         self.tmp = tmp
@@ -215,7 +209,7 @@ class _TableSink:
         if self.tmp is not None:
             publish(self.tmp, self.target)
             self.tmp = None
-        self._remove_scratch()
+        self._scratch.close()
 
     def discard(self) -> None:
         """Drop everything written so far; the target is left as it was."""
@@ -231,12 +225,7 @@ class _TableSink:
         if self.tmp is not None:
             self.tmp.unlink(missing_ok=True)
             self.tmp = None
-        self._remove_scratch()
-
-    def _remove_scratch(self) -> None:
-        if self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
-            self._scratch = None
+        self._scratch.close()
 
 
 class PartitionWriter:
