@@ -30,8 +30,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
     """`--data-dir`, the same for every sub-command that reads or writes the data root."""
     parser.add_argument(
-        "--data-dir", default="data", metavar="DIR", help="data root (default: data)"
+        "--data-dir",
+        default="data",
+        type=_data_dir,
+        metavar="DIR",
+        help="data root: a folder or s3://bucket/prefix (default: data)",
     )
+
+
+def _data_dir(text: str) -> str:
+    """The --data-dir text when it names a usable data root; else a one-line usage error."""
+    from batch_pipeline.storage import StorageError, data_root
+
+    try:
+        data_root(text)
+    except StorageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:

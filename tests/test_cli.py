@@ -27,6 +27,27 @@ def test_every_command_has_help(command: str) -> None:
     assert done.returncode == 0 and "usage: batch-pipeline" in done.stdout
 
 
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["run", "x.jsonl", "--data-dir", "gs://bucket/x"], "must be a local folder or an s3://"),
+        (["retry", "x", "--data-dir", "s3://"], "name a bucket"),
+        (["cancel", "x", "--data-dir", "ftp://host/x"], "must be a local folder or an s3://"),
+    ],
+)
+def test_a_data_root_that_cannot_be_used_is_a_usage_error(argv, reason, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert reason in err and "Traceback" not in err
+
+
+def test_demo_needs_a_local_data_dir(capsys) -> None:
+    assert main(["demo", "--data-dir", "s3://bucket/samples"]) == 2
+    assert "needs a local --data-dir" in capsys.readouterr().err
+
+
 def test_retry_of_an_uncollected_file_says_why(tmp_path: Path, capsys) -> None:
     assert main(["retry", "nothing", "--data-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err

@@ -214,3 +214,22 @@ def test_a_holder_that_lost_its_lease_can_neither_act_nor_overwrite(s3_bucket, m
     with pytest.raises(storage.LockLost):
         lease.check()  # before the lease expires for others, it is already not ours to act on
     lease.release()
+
+
+def test_locks_on_s3_refuse_a_botocore_that_would_drop_the_conditions(monkeypatch) -> None:
+    """s3fs silently drops parameters its botocore does not know: the lease would be no lock."""
+    import botocore.session
+
+    class OldModel:
+        def operation_model(self, name):
+            return type("Op", (), {"input_shape": type("Shape", (), {"members": {"Body": 1}})})()
+
+    monkeypatch.setattr(
+        botocore.session.Session, "get_service_model", lambda self, name: OldModel()
+    )
+    storage._require_conditional_writes.cache_clear()
+    try:
+        with pytest.raises(StorageError, match="cannot send conditional writes"):
+            storage._require_conditional_writes()
+    finally:
+        storage._require_conditional_writes.cache_clear()
