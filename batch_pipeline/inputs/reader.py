@@ -1,9 +1,10 @@
-"""Read an input file as bounded batches of raw lines: gzip, BOM, CRLF and huge lines handled.
+"""Read an input file as bounded blocks of raw lines: gzip, BOM, CRLF and huge lines handled.
 
-The file is read in fixed-size chunks and split on `\\n`, a cache-sized window at a time; a line
-longer than `max_line_bytes` is never held whole (only its first bytes are kept), so memory is
-bounded by the read size plus that cap, whatever the file size. File-level defects (empty, zip,
-UTF-16, binary) are detected on the first chunk and stop the read with one clear reason.
+The file is read in fixed-size chunks; each chunk's complete lines form one block (split on
+`\\n` later, a cache-sized window at a time, by whoever scans the block). A line longer than
+`max_line_bytes` is never held whole (only its first bytes are kept), so memory is bounded by
+the read size plus that cap, whatever the file size. File-level defects (empty, zip, UTF-16,
+binary) are detected on the first chunk and stop the read with one clear reason.
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ import gzip
 import hashlib
 import zlib
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-CHUNK_BYTES = 1 << 20
-READ_BYTES = 4 << 20  # a plain file is read (and hashed) several chunks at a time
-WINDOW_BYTES = 64 * 1024  # lines are split off a chunk about this much at a time
+CHUNK_BYTES = 4 << 20  # one read, hashed at once, whose complete lines make one block
+GZIP_CHUNK_BYTES = 1 << 20  # smaller for gzip: what precedes a corrupt spot is still read
+WINDOW_BYTES = 64 * 1024  # lines are split off a block about this much at a time
 KEEP_PREFIX_BYTES = 64 * 1024
+DEFECT_WINDOW_BYTES = 1 << 20  # a NUL byte this early means a binary file, later a bad line
 HASH_AHEAD_READS = 2  # reads queued for the hashing thread at most (bounds memory)
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -37,6 +39,38 @@ _FOREIGN_MAGIC = (
     (b"\xfd7zXZ\x00", "file is xz-compressed; only gzip (.jsonl.gz) is read"),
     (b"\x28\xb5\x2f\xfd", "file is zstd-compressed; only gzip (.jsonl.gz) is read"),
 )
+
+
+class InputChanged(OSError):
+    """The input file changed while it was being read: its content is not one version."""
+
+
+class Block:
+    """Complete lines: `head` (the first line's start, read earlier) then data[start:end].
+
+    Kept as a view of the read rather than copied, since a worker reading the block by its
+    byte range (`offset`, set for plain files) never needs the bytes here.
+    """
+
+    __slots__ = ("data", "end", "head", "offset", "start")
+
+    def __init__(self, head: bytes, data: bytes, start: int, end: int, offset: int | None) -> None:
+        self.head = head
+        self.data = data
+        self.start = start
+        self.end = end
+        self.offset = offset
+
+    def __len__(self) -> int:
+        return len(self.head) + self.end - self.start
+
+    def lines(self) -> int:
+        """How many lines the block holds."""
+        return self.data.count(b"\n", self.start, self.end) + 1
+
+    def content(self) -> bytes:
+        """The block's bytes: its lines joined by `\\n`, without the last newline."""
+        return self.head + self.data[self.start : self.end]
 
 
 class OversizeLine:
@@ -65,19 +99,20 @@ class ReadState:
 
 
 class LineReader:
-    """Iterate a file as lists of raw lines (bytes without `\\n`, or OversizeLine)."""
+    """Iterate a file's raw lines (bytes without `\\n`, or OversizeLine) in blocks or lists."""
 
     def __init__(self, path: Path, max_line_bytes: int, chunk_bytes: int = CHUNK_BYTES) -> None:
         self.path = path
         self.max_line_bytes = max_line_bytes
         self.chunk_bytes = chunk_bytes
         self.state = ReadState()
+        self._plain = False
 
-    def batches(self) -> Iterator[list[bytes | OversizeLine]]:
-        """Yield lists of lines in file order; state is complete once the iterator ends.
+    def blocks(self) -> Iterator[Block | OversizeLine]:
+        """The file in order: blocks of complete lines, and over-cap lines too long to hold.
 
-        The content hash runs on a helper thread (hashlib releases the GIL on large buffers), in
-        read order, so it costs the parsing thread almost nothing.
+        `state` is complete once the iterator ends. The content hash runs on a helper thread (hashlib
+        releases the GIL on large buffers), in read order, so it costs the scanner almost nothing.
         """
         self._pending: deque[Future[None]] = deque()
         with self.path.open("rb") as raw, ThreadPoolExecutor(1) as self._hasher:
@@ -85,10 +120,18 @@ class LineReader:
             raw.seek(0)
             if head == _GZIP_MAGIC:
                 with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
-                    # One chunk per read: what precedes a corrupt spot is still split.
-                    yield from self._split(self._chunks(unzipped, self.chunk_bytes))
+                    yield from self._split(unzipped, min(self.chunk_bytes, GZIP_CHUNK_BYTES))
             else:
-                yield from self._split(self._chunks(raw, max(READ_BYTES, self.chunk_bytes)))
+                self._plain = True
+                yield from self._split(raw, self.chunk_bytes)
+
+    def batches(self) -> Iterator[list[bytes | OversizeLine]]:
+        """The same lines as `blocks`, as lists of lines of about WINDOW_BYTES each."""
+        for block in self.blocks():
+            if isinstance(block, OversizeLine):
+                yield [block]
+            else:
+                yield from split_windows(block.content())
 
     def _read(self, stream: BinaryIO, size: int) -> bytes:
         try:
@@ -102,96 +145,85 @@ class LineReader:
         self.state.bytes_read += len(data)
         return data
 
-    def _chunks(self, stream: BinaryIO, read_bytes: int) -> Iterator[tuple[bytes, int, int]]:
-        """The stream in chunks of chunk_bytes, as (buffer, start, end) slices of larger reads.
-
-        Large reads mean few hand-offs to the hashing thread (each may wait for the GIL).
-        """
-        step = self.chunk_bytes
-        while data := self._read(stream, read_bytes):
-            for start in range(0, len(data), step):
-                yield data, start, min(start + step, len(data))
-
-    def _split(
-        self, chunks: Iterator[tuple[bytes, int, int]]
-    ) -> Iterator[list[bytes | OversizeLine]]:
+    def _split(self, stream: BinaryIO, read_bytes: int) -> Iterator[Block | OversizeLine]:
         state = self.state
-        first = next(chunks, None)
+        data = self._read(stream, read_bytes)
         if state.fatal:
             return
-        if first is None:
+        if not data:
             state.fatal = "file is empty (no requests)"
             return
-        data, start, end = first
-        state.fatal = _file_level_defect(data, end)
+        state.fatal = _file_level_defect(data)
         if state.fatal:
             return
+        start = 0
         if data.startswith(_UTF8_BOM):
             state.bom = True
-            start += len(_UTF8_BOM)
+            start = len(_UTF8_BOM)
         carry = b""
         oversize: OversizeLine | None = None
         cap = self.max_line_bytes
-        while True:
-            if start == end:
-                piece = next(chunks, None)
-                if piece is None:
-                    break
-                data, start, end = piece
-            if not state.crlf and data.find(b"\r", start, end) >= 0:
-                state.crlf = data.find(b"\r\n", start, end) >= 0
+        plain = self._plain
+        data_offset = 0  # of data[0] in the (decompressed) file
+        while data:
+            end = len(data)
+            if not state.crlf and data.find(b"\r", start) >= 0:
+                state.crlf = data.find(b"\r\n", start) >= 0
+            newline = data.find(b"\n", start) if oversize is not None else data.rfind(b"\n", start)
             if oversize is not None:
-                newline = data.find(b"\n", start, end)
-                if newline < 0:
-                    oversize.size += end - start
-                    start = end
+                oversize.size += (end if newline < 0 else newline) - start
+                if newline >= 0:
+                    yield oversize
+                    oversize = None
+                    start = newline + 1
                     continue
-                oversize.size += newline - start
-                yield [oversize]
-                oversize = None
-                start = newline + 1
-                continue
-            carry = yield from _split_windows(carry, data, start, end)
-            start = end
+            elif newline >= 0:
+                offset = data_offset + start - len(carry) if plain else None
+                yield Block(carry, data, start, newline, offset)
+                carry = data[newline + 1 :]
+            else:
+                carry += data[start:]
             if len(carry) > cap:
                 oversize = OversizeLine(carry[:KEEP_PREFIX_BYTES], len(carry))
                 carry = b""
+            data_offset += end
+            data = self._read(stream, read_bytes)
+            start = 0
         if state.fatal:
             return
         if oversize is not None:
             state.unterminated_last_line = True
-            yield [oversize]
+            yield oversize
         elif carry:
             state.unterminated_last_line = True
-            yield [carry]
+            yield Block(carry, b"", 0, 0, data_offset - len(carry) if plain else None)
 
 
-def _split_windows(
-    carry: bytes, data: bytes, start: int, end: int
-) -> Generator[list[bytes], None, bytes]:
-    """Yield the complete lines of carry + data[start:end], a window at a time; return the rest.
+def split_windows(block: bytes) -> Iterator[list[bytes]]:
+    """The lines of a block, about WINDOW_BYTES at a time.
 
-    Splitting about WINDOW_BYTES at a time, rather than a whole chunk, keeps each line's bytes in
-    the CPU cache until it is parsed: measurably faster on large files.
+    Splitting a window at a time, rather than a whole block, keeps each line's bytes in the CPU
+    cache until it is parsed: measurably faster on large files.
     """
-    while start < end:
-        newline = data.rfind(b"\n", start, min(start + WINDOW_BYTES, end))
+    start = 0
+    end = len(block)
+    while True:
+        newline = block.rfind(b"\n", start, start + WINDOW_BYTES)
         if newline < 0:
-            newline = data.find(b"\n", start + WINDOW_BYTES, end)
-            if newline < 0:
-                break
-        yield (carry + data[start:newline]).split(b"\n")
-        carry = b""
+            newline = block.find(b"\n", start + WINDOW_BYTES)
+        if newline < 0:
+            yield block[start:end].split(b"\n")
+            return
+        yield block[start:newline].split(b"\n")
         start = newline + 1
-    return carry + data[start:end]
 
 
-def _file_level_defect(data: bytes, end: int) -> str | None:
-    """A reason the whole file cannot be JSONL, judged from its first chunk data[:end], or None."""
+def _file_level_defect(data: bytes) -> str | None:
+    """A reason the whole file cannot be JSONL, judged from its first bytes, or None."""
     for magic, reason in _FOREIGN_MAGIC:
         if data.startswith(magic):
             return reason
-    nul = data.find(b"\x00", 0, end)
+    nul = data.find(b"\x00", 0, DEFECT_WINDOW_BYTES)
     if nul >= 0:
         return f"file looks binary (NUL byte at offset {nul}), not JSONL text"
     return None

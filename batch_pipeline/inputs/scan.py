@@ -1,39 +1,55 @@
 """One streaming pass over an input file: read, validate, pack into shards, record problems.
 
-Memory: the reader's reads (a few MiB) plus one line of at most the largest per-request limit,
-the shard packer's buffers (bounded), the first `max_problems` problems, and for duplicate detection
-12 bytes per line (a 64-bit hash of its custom_id and its line number in two arrays: 12 MB at
-1M lines), sorted once at the end. Equal hashes are only suspects: a second pass over the file,
-run only when there are any, compares the exact custom_ids of those lines alone.
+The reader yields blocks of complete lines; each is scanned (`scan_block`: parse, check,
+normalize) in this process or, for a large file, on worker processes (`BlockPool`), and the
+outcomes are merged here in file order, so both ways give the same problems, shards and plan.
 
-orjson silently keeps the last of duplicate keys and rounds integers beyond 64 bits; a line
-whose normalized form is not exactly as long as expected is therefore re-read by the stdlib
-parser (`strict_problems`), which costs nothing on canonical (compact) lines.
+Memory: the reader's reads and the blocks being scanned (a few MiB each, a bounded number at
+once), one line of at most the largest per-request limit, the shard packer's buffers (bounded),
+the first `max_problems` problems, and for duplicate detection 12 bytes per line (a 64-bit hash
+of its custom_id and its line number in two arrays: 12 MB at 1M lines), sorted once at the end.
+Equal hashes are only suspects: a second pass over the file, run only when there are any,
+compares the exact custom_ids of those lines alone.
 """
 
 from __future__ import annotations
 
 import heapq
+import os
 from array import array
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
-from batch_pipeline.inputs.models import FileSummary, InputOptions, Problem
-from batch_pipeline.inputs.reader import KEEP_PREFIX_BYTES, LineReader, OversizeLine, ReadState
-from batch_pipeline.inputs.shard import GroupKey, ShardDraft, ShardPacker, effective_limits
-from batch_pipeline.inputs.validate import (
-    FieldProblem,
-    LineValidator,
-    json_error_reason,
-    strict_problems,
-    utf8_error_reason,
+from batch_pipeline.inputs import reader as reader_module
+from batch_pipeline.inputs.block import (
+    LARGEST_LINES_KEPT,
+    BlockScan,
+    BlockSettings,
+    Reject,
+    custom_id_of,
+    oversize_reject,
+    scan_block,
 )
+from batch_pipeline.inputs.models import FileSummary, InputOptions, Problem
+from batch_pipeline.inputs.reader import (
+    InputChanged,
+    LineReader,
+    OversizeLine,
+    ReadState,
+)
+from batch_pipeline.inputs.shard import ShardDraft, ShardPacker, effective_limits
+from batch_pipeline.inputs.validate import LineValidator
+from batch_pipeline.inputs.workers import BlockPool, worker_count
+from batch_pipeline.storage import is_local
 
-LARGEST_LINES_KEPT = 5
 TOKENS_PER_BYTE = 0.25  # ~4 bytes of request JSON per prompt token (a rough, generous estimate)
+UNKNOWN_KEYS_LISTED = 20  # top-level fields named in the notes, the first ones seen
+BLOCKS_AHEAD_PER_WORKER = 4  # blocks queued or scanned ahead of the merge (bounds memory)
 
 RejectSink = Callable[[int, str | None, str, bytes, bool], None]
 
@@ -54,7 +70,10 @@ class ScanResult:
 
 
 class FileScan:
-    """Scan one file. `on_reject` receives each bad line (skip policy); work_dir receives shards."""
+    """Scan one file. `on_reject` receives each bad line (skip policy); work_dir receives shards.
+
+    `workers` is how many processes scan blocks (0: this one); None picks by file size and CPUs.
+    """
 
     def __init__(
         self,
@@ -62,21 +81,31 @@ class FileScan:
         options: InputOptions,
         work_dir: Path | None = None,
         on_reject: RejectSink | None = None,
+        workers: int | None = None,
     ) -> None:
         self.path = path
         self.shown_path = str(path)
         self.options = options
         self.limits = effective_limits(options.limits)
         self.max_line_bytes = max(lim.max_bytes_per_request for lim in self.limits.values())
-        self.validator = LineValidator(options.default_provider, self.limits)
+        self.settings = BlockSettings(
+            options.default_provider, self.limits, self.max_line_bytes, keep=work_dir is not None
+        )
         self.packer = ShardPacker(self.limits, work_dir)
+        self.work_dir = work_dir
         self.on_reject = on_reject
+        self.workers = workers
         self.result = ScanResult()
+        self.endpoint: str | None = None  # the file's endpoint, once a line has set it
         # One 64-bit hash and one signed line number (negative: the line was invalid anyway) per
         # custom_id: 12 bytes a line, compared once at the end of the pass.
         self._id_hashes = array("q")
         self._id_lines = array("i")
+        self._largest: list[tuple[int, int]] = [(-1, 0)] * LARGEST_LINES_KEPT
+        self._unknown_keys: dict[str, int] = {}
         self._blank_lines = 0
+        self._requests = 0
+        self._payload_bytes = 0
 
     def run(self) -> ScanResult:
         """The pass itself, then the duplicate check, then the summary."""
@@ -93,75 +122,110 @@ class FileScan:
         return self.result
 
     def _first_pass(self) -> None:
-        """Read every line once; the common valid line takes the shortest path.
-
-        Valid requests are gathered per shard group over one batch of lines, then handed to the
-        packer and to duplicate detection a group at a time.
-        """
-        result = self.result
-        reader = LineReader(self.path, self.max_line_bytes)
-        loads = orjson.loads
-        decode_error = orjson.JSONDecodeError
-        check = self.validator.check
-        add_many = self.packer.add_many
-        hashes_extend = self._id_hashes.extend
-        lines_extend = self._id_lines.extend
-        largest: list[tuple[int, int]] = [(-1, 0)] * LARGEST_LINES_KEPT
-        cap = self.max_line_bytes
-        watch = -1  # lines longer than this are among the largest so far, or over the cap
-        line = requests = payload_bytes = 0
-        for batch in reader.batches():
-            groups: dict[GroupKey, tuple[list[str], list[bytes], list[int]]] = {}
-            for raw in batch:
-                line += 1
-                size = len(raw)
-                if size > watch:
-                    if size > largest[0][0]:
-                        heapq.heapreplace(largest, (size, -line))
-                    watch = min(largest[0][0], cap)
-                    if size > cap:
-                        self._oversize(line, raw, size)
-                        continue
-                # From here on raw is bytes: an OversizeLine is always over the cap.
-                try:
-                    obj = loads(raw)
-                except decode_error as exc:
-                    self._unparsed(line, raw, exc, reader.state)
+        """Scan every block once, here or on workers, merging the outcomes in file order."""
+        reader = LineReader(self.path, self.max_line_bytes, reader_module.CHUNK_BYTES)
+        by_range = is_local(self.path)  # workers read blocks from the file themselves
+        version = _version(self.path) if by_range else None
+        pool = self._pool(by_range)
+        ahead = BLOCKS_AHEAD_PER_WORKER * max(self.workers or 0, 1)
+        pending: deque[Future[BlockScan] | BlockScan] = deque()
+        validator = LineValidator(self.options.default_provider, self.limits)
+        line = 0
+        try:
+            for block in reader.blocks():
+                first = line + 1
+                if isinstance(block, OversizeLine):
+                    line += 1
+                    pending.append(self._oversize(first, block))
                     continue
-                checked = check(obj)
-                if type(checked) is not tuple:
-                    checked.extend(strict_problems(raw))
-                    self._invalid(line, obj, checked, raw)
-                    continue
-                custom_id, route, payload = checked
-                if len(payload) + route.shrink != size and self._ambiguous(
-                    line, obj, raw, len(payload) + route.shrink
+                line += block.lines()
+                last = reader.state.unterminated_last_line
+                if pool is None:
+                    scan = scan_block(
+                        validator, self.settings, block.content(), first, self.endpoint, last
+                    )
+                    pending.append(scan)
+                else:
+                    offset = block.offset if by_range else None
+                    sent = block.content() if offset is None else (offset, len(block))
+                    pending.append(pool.submit(sent, first, self.endpoint, last))
+                # Until a line sets the file's endpoint, each block waits for the one before.
+                while pending and (
+                    self.endpoint is None or len(pending) > ahead or _ready(pending[0])
                 ):
-                    continue
-                group = groups.get(route.key)
-                if group is None:
-                    group = groups[route.key] = ([], [], [])
-                group[0].append(custom_id)
-                group[1].append(payload)
-                group[2].append(line)
-            for key, (ids, payloads, numbers) in groups.items():
-                add_many(key, ids, payloads, numbers)
-                hashes_extend(map(hash, ids))
-                lines_extend(numbers)
-                requests += len(ids)
-                payload_bytes += sum(map(len, payloads))
-        state = result.read = reader.state
+                    self._merge(_outcome(pending.popleft()))
+            while pending:
+                self._merge(_outcome(pending.popleft()))
+        finally:
+            if pool is not None:
+                pool.close()
+        if pool is not None and by_range and _version(self.path) != version:
+            raise InputChanged(f"{self.shown_path}: the file changed while it was read")
+        self._summarize(reader.state, line)
+
+    def _pool(self, by_range: bool) -> BlockPool | None:
+        """Worker processes for this file, or None to scan it in this process."""
+        if self.workers is None:
+            try:
+                size = self.path.stat().st_size
+            except OSError:
+                size = 0
+            self.workers = worker_count(size)
+        if self.workers < 2:
+            return None
+        pool = BlockPool.start(
+            self.workers,
+            self.settings._replace(spill_dir=self.work_dir and os.fspath(self.work_dir)),
+            os.fspath(self.path) if by_range else None,
+        )
+        if pool is None:
+            self.workers = 0
+        return pool
+
+    def _merge(self, scan: BlockScan) -> None:
+        """Fold one block's outcome into the file's, in file order."""
+        self.packer.add_runs(scan.runs)
+        for run in scan.runs:
+            self._requests += run.count
+            self._payload_bytes += run.size - run.count
+        self._id_hashes.extend(scan.id_hashes)
+        self._id_lines.extend(scan.id_lines)
+        for reject in scan.rejects:
+            self._reject(reject)
+        self._blank_lines += scan.blank
+        largest = self._largest
+        for entry in scan.largest:
+            if entry[0] > largest[0][0]:
+                heapq.heapreplace(largest, entry)
+        known = self._unknown_keys
+        for key, count in scan.unknown_keys.items():
+            if key in known or len(known) < UNKNOWN_KEYS_LISTED:
+                known[key] = known.get(key, 0) + count
+        if self.endpoint is None:
+            self.endpoint = scan.endpoint
+
+    def _oversize(self, line: int, oversize: OversizeLine) -> BlockScan:
+        """The outcome of a line too long to hold (the reader kept only its first bytes)."""
+        scan = BlockScan(lines=1, largest=[(oversize.size, -line)])
+        scan.rejects.append(
+            oversize_reject(line, oversize.size, oversize.prefix, self.max_line_bytes)
+        )
+        return scan
+
+    def _summarize(self, state: ReadState, lines: int) -> None:
+        result = self.result
+        result.read = state
         blank = self._blank_lines
         summary = result.summary
         summary.bytes = state.bytes_read
-        summary.lines = line - blank
+        summary.lines = lines - blank
         summary.blank_lines = blank
-        summary.requests = requests
-        summary.estimated_prompt_tokens = int(payload_bytes * TOKENS_PER_BYTE)
+        summary.requests = self._requests
+        summary.estimated_prompt_tokens = int(self._payload_bytes * TOKENS_PER_BYTE)
         summary.largest_lines = [
-            (-neg, size) for size, neg in sorted(largest, reverse=True) if size > 0
+            (-neg, size) for size, neg in sorted(self._largest, reverse=True) if size > 0
         ]
-        result.total_lines = line - blank
+        result.total_lines = lines - blank
         if state.fatal:
             result.fatal = True
             self._problem(Problem(path=self.shown_path, line=None, field=None, reason=state.fatal))
@@ -176,65 +240,24 @@ class FileScan:
                 )
             )
 
-    def _unparsed(
-        self, line: int, raw: bytes, exc: orjson.JSONDecodeError, state: ReadState
-    ) -> None:
-        """A line orjson refused: blank (counted, skipped) or rejected with a plain reason."""
-        if not raw.strip():
-            self._blank_lines += 1
-            return
-        reason = utf8_error_reason(raw) or json_error_reason(raw, exc, state.unterminated_last_line)
-        self._reject(line, None, [(None, reason)], raw)
-
-    def _ambiguous(self, line: int, obj: object, raw: bytes, expected: int) -> bool:
-        """Reject a valid-looking line that is not canonical and that orjson may have misread."""
-        if _canonical_crlf(raw, expected):
-            return False
-        strict = strict_problems(raw)
-        if strict:
-            self._invalid(line, obj, strict, raw)
-        return bool(strict)
-
-    def _invalid(self, line: int, obj: object, problems: list[FieldProblem], raw: bytes) -> None:
-        """Reject a parsed line; its custom_id still counts for duplicate detection."""
-        custom_id = _custom_id_of(obj)
-        if custom_id is not None:
-            self._id_hashes.append(hash(custom_id))
-            self._id_lines.append(-line)
-        self._reject(line, custom_id, problems, raw)
-
-    def _oversize(self, line: int, raw: bytes | OversizeLine, size: int) -> None:
-        prefix = raw.prefix if isinstance(raw, OversizeLine) else raw[:KEEP_PREFIX_BYTES]
-        reason = (
-            f"line is {size:,} bytes, over the largest per-request limit "
-            f"({self.max_line_bytes:,} bytes)"
-        )
-        self._reject(line, None, [(None, reason)], prefix, truncated=size > len(prefix))
-
-    def _reject(
-        self,
-        line: int,
-        custom_id: str | None,
-        problems: list[FieldProblem],
-        raw: bytes,
-        truncated: bool = False,
-        uncapped: bool = False,
-    ) -> None:
+    def _reject(self, reject: Reject, uncapped: bool = False) -> None:
         self.result.rejected_lines += 1
-        for field_name, reason in problems:
+        for field_name, reason in reject.problems:
             self._problem(
                 Problem(
                     path=self.shown_path,
-                    line=line,
+                    line=reject.line,
                     field=field_name,
                     reason=reason,
-                    custom_id=custom_id,
+                    custom_id=reject.custom_id,
                 ),
                 uncapped,
             )
         if self.on_reject is not None:
-            text = "; ".join(reason if f is None else f"{f}: {reason}" for f, reason in problems)
-            self.on_reject(line, custom_id, text, raw, truncated)
+            text = "; ".join(
+                reason if f is None else f"{f}: {reason}" for f, reason in reject.problems
+            )
+            self.on_reject(reject.line, reject.custom_id, text, reject.raw, reject.truncated)
 
     def _problem(self, problem: Problem, uncapped: bool = False) -> None:
         self.result.total_problems += 1
@@ -257,7 +280,7 @@ class FileScan:
                 line += 1
                 if line not in wanted:
                     continue
-                custom_id = _custom_id_of(orjson.loads(raw))
+                custom_id = custom_id_of(orjson.loads(raw))
                 assert custom_id is not None  # it had one in the first pass
                 first = first_line.setdefault(custom_id, line)
                 if first == line:
@@ -265,7 +288,9 @@ class FileScan:
                 reason = _duplicate_reason(custom_id, first)
                 if line in valid:
                     dropped.add(line)
-                    self._reject(line, custom_id, [("custom_id", reason)], raw, uncapped=True)
+                    self._reject(
+                        Reject(line, custom_id, [("custom_id", reason)], raw), uncapped=True
+                    )
                 else:
                     self._problem(
                         Problem(
@@ -304,7 +329,7 @@ class FileScan:
             result.notes.append("CRLF line endings (accepted)")
         if summary.blank_lines:
             result.notes.append(f"{summary.blank_lines} blank line(s) skipped")
-        unknown = self.validator.unknown_keys
+        unknown = self._unknown_keys
         if unknown:
             listed = ", ".join(f"{k} ({n} lines)" for k, n in sorted(unknown.items()))
             result.notes.append(f"top-level fields not sent upstream: {listed}")
@@ -330,20 +355,20 @@ def _lines_sharing_a_hash(hashes: array, lines: array) -> list[list[int]]:
     return list(groups.values())
 
 
-def _canonical_crlf(raw: bytes, expected: int) -> bool:
-    """True when the only difference from a canonical line is a CRLF line ending."""
-    return len(raw) == expected + 1 and raw.endswith(b"\r")
-
-
-def _custom_id_of(obj: object) -> str | None:
-    """The line's custom_id when it is a non-empty string (the ones duplicates are judged on)."""
-    if type(obj) is dict:
-        custom_id = obj.get("custom_id")
-        if type(custom_id) is str and custom_id:
-            return custom_id
-    return None
-
-
 def _duplicate_reason(custom_id: str, first: int) -> str:
     shown = custom_id if len(custom_id) <= 40 else custom_id[:37] + "..."
     return f"duplicate {shown!r}, also used on line {first}"
+
+
+def _ready(item: Future[BlockScan] | BlockScan) -> bool:
+    return not isinstance(item, Future) or item.done()
+
+
+def _outcome(item: Future[BlockScan] | BlockScan) -> BlockScan:
+    return item.result() if isinstance(item, Future) else item
+
+
+def _version(path: Path) -> tuple[int, int, int, int]:
+    """What changes when a file is rewritten: inode, size, modification and change times."""
+    info = path.stat()
+    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns

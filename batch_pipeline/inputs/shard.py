@@ -1,15 +1,19 @@
 """Pack valid requests into shards that never exceed a limit, written streaming and hashed.
 
-One shard is open per (provider, model, endpoint); before a request would push it over the
-request count or byte limit it is closed and a new one starts, so no shard can exceed a limit
-and input order is kept within each shard. Lines are buffered in small blocks, handed a few MiB
-at a time to a writer thread that hashes them and appends them to a temporary file, so memory is
-bounded by the buffer sizes, not the file.
+One shard is open per (provider, model, endpoint); a group's requests arrive as runs (a block's
+requests of that group, already joined), and a run that would push the open shard over the
+request count or byte limit is cut at a request boundary: the shard is closed and a new one
+starts, so no shard can exceed a limit and input order is kept within each shard. Runs are handed
+a few MiB at a time to a writer thread that hashes them and appends them to a temporary file, so
+memory is bounded by the buffer sizes, not the file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
+from array import array
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,21 +22,19 @@ from typing import BinaryIO
 
 import orjson
 
+from batch_pipeline.inputs.block import GroupKey, GroupRun, Part, Segment
 from batch_pipeline.inputs.models import ShardLimits
 from batch_pipeline.providers import GATEWAY_MAX_BODY_BYTES, PROVIDERS
 
 # Room for the multipart or inline-create envelope around a shard sent through the gateway.
 GATEWAY_ENVELOPE_MARGIN = 256 * 1024
-BLOCK_BYTES = 256 * 1024
-UNIT_BYTES = 4 * 1024 * 1024  # finished blocks handed to the writer thread at once
+UNIT_BYTES = 4 * 1024 * 1024  # runs handed to the writer thread at once
 MAX_BUFFERED_BYTES = 16 * 1024 * 1024
-MIN_BLOCK_BYTES = 16 * 1024
+MIN_UNIT_BYTES = 64 * 1024
 WRITES_AHEAD = 2
 INDEX_BUFFER_BYTES = 1024 * 1024  # index lines are written out this much at a time
 MAX_OPEN_DRAFT_FILES = 64  # groups whose shard files the writer keeps open between units
 SHARD_ID_CHARS = 20
-
-GroupKey = tuple[str, str, str]
 
 
 def effective_limits(overrides: dict[str, ShardLimits]) -> dict[str, ShardLimits]:
@@ -61,32 +63,28 @@ def effective_limits(overrides: dict[str, ShardLimits]) -> dict[str, ShardLimits
 class ShardDraft:
     """A shard being filled (or filled): counts, line range and, when writing, its files.
 
-    The index file holds one JSON object per block of about BLOCK_BYTES of requests,
-    {"custom_ids": [...], "lines": [...]}, in shard order: cheap to write (one dumps per block)
-    and to read back. Finished blocks are written and hashed a unit (a few MiB) at a time.
+    The index file holds one JSON object per run, {"custom_ids": [...], "lines": [...]}, in
+    shard order: cheap to write (made with the run) and to read back. Runs are written and
+    hashed a unit (a few MiB) at a time.
     """
 
     __slots__ = (
-        "_block_start",
         "_files",
-        "blocks",
+        "buffered",
         "bytes",
         "count",
         "endpoint",
         "first_line",
-        "ids",
         "index",
         "index_path",
         "last_line",
-        "lines",
         "max_bytes",
         "max_requests",
         "model",
         "path",
-        "payloads",
         "provider",
+        "runs",
         "sha",
-        "unit_start",
     )
 
     def __init__(self, key: GroupKey, limits: ShardLimits, path: Path | None, line: int) -> None:
@@ -100,13 +98,9 @@ class ShardDraft:
         self.bytes = 0
         self.first_line = line
         self.last_line = line
-        self.payloads: list[bytes] = []  # the current block: requests, custom_ids, lines
-        self.ids: list[str] = []
-        self.lines: list[int] = []
-        self.blocks: list[bytes] = []  # finished blocks not yet handed to the writer
+        self.runs: list[Part] = []  # requests not yet handed to the writer
         self.index: list[bytes] = []  # ... and their index lines
-        self._block_start = 0
-        self.unit_start = 0
+        self.buffered = 0
         self._files: tuple[BinaryIO, BinaryIO] | None = None  # shard, index (writer thread)
 
     @property
@@ -114,43 +108,45 @@ class ShardDraft:
         """The content address: sha256 of target and exact bytes, shortened."""
         return self.sha.hexdigest()[:SHARD_ID_CHARS]
 
-    def block_full(self, block_bytes: int) -> bool:
-        """True when the current block holds at least block_bytes of requests."""
-        return self.bytes - self._block_start >= block_bytes
+    def room(self) -> tuple[int, int]:
+        """How many more requests, and bytes, the shard can take."""
+        return self.max_requests - self.count, self.max_bytes - self.bytes
 
-    def end_block(self) -> None:
-        """Finish the current block: its bytes are joined now, while they are in the cache."""
-        if self.payloads:
-            self.blocks.append(b"\n".join(self.payloads) + b"\n")
-            self.index.append(orjson.dumps({"custom_ids": self.ids, "lines": self.lines}) + b"\n")
-            self.payloads = []
-            self.ids = []
-            self.lines = []
-        self._block_start = self.bytes
+    def take(self, parts: list[Part], count: int, size: int, index: bytes, last_line: int) -> None:
+        """Add `count` requests (`parts` joined, `size` bytes) that fit; buffer their parts."""
+        self.count += count
+        self.bytes += size
+        self.last_line = last_line
+        if parts:
+            self.runs += parts
+            self.index.append(index)
+            self.buffered += size
 
-    def take_unit(self) -> tuple[list[bytes], list[bytes]]:
-        """Hand over the finished blocks and their index lines for writing."""
-        unit = (self.blocks, self.index)
-        self.blocks = []
+    def take_unit(self) -> tuple[list[Part], list[bytes]]:
+        """Hand over the buffered runs and their index lines for writing."""
+        unit = (self.runs, self.index)
+        self.runs = []
         self.index = []
-        self.unit_start = self.bytes
+        self.buffered = 0
         return unit
 
-    def write_unit(self, blocks: list[bytes], index: list[bytes], last: bool) -> None:
-        """Hash and append blocks to the shard and index files (on the writer thread).
+    def write_unit(
+        self, runs: list[Part], index: list[bytes], last: bool, spills: SpillFiles
+    ) -> None:
+        """Hash and append runs to the shard and index files (on the writer thread).
 
-        A unit is a few long GIL-free steps (one hash, one write; the files stay open until
-        `last`), so the thread seldom waits for the parsing thread to hand over the GIL.
+        A unit is a few long GIL-free steps (reads of spilled runs, one hash, one write; the
+        files stay open until `last`), so the thread seldom waits for the GIL.
         """
         assert self.path is not None and self.index_path is not None
-        data = b"".join(blocks)
-        self.sha.update(data)
         if self._files is None:  # kept open across calls: closed by `last` or close_files
             self._files = (
                 open(self.path, "ab"),  # noqa: SIM115
                 open(self.index_path, "ab", buffering=INDEX_BUFFER_BYTES),  # noqa: SIM115
             )
         shard, index_file = self._files
+        data = b"".join(part if type(part) is bytes else spills.take(part) for part in runs)
+        self.sha.update(data)
         shard.write(data)
         index_file.write(b"".join(index))
         if last:
@@ -186,7 +182,6 @@ class ShardDraft:
                 self.last_line = line
         kept_path.replace(self.path)
         self.index_path.write_bytes(orjson.dumps({"custom_ids": ids, "lines": lines}) + b"\n")
-        self._block_start = self.unit_start = self.bytes
 
 
 def iter_index(index_path: Path) -> Iterator[tuple[str, int]]:
@@ -209,70 +204,64 @@ class ShardPacker:
         self.work_dir = work_dir
         self.open: dict[GroupKey, ShardDraft] = {}
         self.done: list[ShardDraft] = []
-        self.block_bytes = BLOCK_BYTES
         self.unit_bytes = UNIT_BYTES
         # Hashing and appending run on one writer thread, in submission order (hashlib and file
         # writes release the GIL); at most WRITES_AHEAD units wait, which bounds memory.
         self._writer = ThreadPoolExecutor(1) if work_dir is not None else None
         self._pending: deque[Future[None]] = deque()
+        self._syncer = ThreadPoolExecutor(1) if work_dir is not None else None
+        self._syncs: list[Future[None]] = []
+        self.spills = SpillFiles()
 
-    def add(self, key: GroupKey, custom_id: str, payload: bytes, line: int) -> None:
-        """Put one request into its group's open shard, rotating first if it would overflow."""
-        size = len(payload) + 1
-        draft = self.open.get(key)
-        if (
-            draft is None
-            or draft.count >= draft.max_requests
-            or draft.bytes + size > draft.max_bytes
-        ):
-            draft = self._start(key, draft, line)
-        draft.count += 1
-        draft.bytes += size
-        draft.last_line = line
+    def add_runs(self, runs: list[GroupRun]) -> None:
+        """Add one block's runs, in order (see `add_run`)."""
         if self._writer is not None:
-            draft.payloads.append(payload)
-            draft.ids.append(custom_id)
-            draft.lines.append(line)
-            if draft.block_full(self.block_bytes):
-                draft.end_block()
-                if draft.bytes - draft.unit_start >= self.unit_bytes:
-                    self._write(draft)
+            # All first: the writer may finish one run's part of a spill file before the next
+            # run is added, and must not delete the file then.
+            self.spills.hold([part for run in runs for part in run.parts])
+        for run in runs:
+            self.add_run(run)
 
-    def add_many(
-        self, key: GroupKey, ids: list[str], payloads: list[bytes], lines: list[int]
-    ) -> None:
-        """`add` each request in order: in one step when all fit the open shard and block."""
-        draft = self.open.get(key)
-        count = len(payloads)
-        size = sum(map(len, payloads)) + count
-        if (
-            draft is None
-            or draft.count + count > draft.max_requests
-            or draft.bytes + size > draft.max_bytes
-            # ... or they would fill the block, which must end right after the request doing so.
-            or (self._writer is not None and draft.block_full(self.block_bytes - size))
-        ):
-            for custom_id, payload, line in zip(ids, payloads, lines, strict=True):
-                self.add(key, custom_id, payload, line)
-            return
-        draft.count += count
-        draft.bytes += size
-        draft.last_line = lines[-1]
-        if self._writer is not None:
-            draft.payloads += payloads
-            draft.ids += ids
-            draft.lines += lines
+    def add_run(self, run: GroupRun) -> None:
+        """Put a run of one group's requests into its open shard, cut where a limit says.
 
-    def _write(self, draft: ShardDraft, last: bool = False) -> None:
-        """Hand the draft's finished blocks to the writer thread (`last`: it closes the files)."""
-        if self._writer is None or not (draft.blocks or last):
-            return
+        Its spilled parts must be held already (`add_runs` does it).
+        """
+        draft = self.open.get(run.key) or self._start(run.key, None, run.first_line)
+        parts, count, size, index = run.parts, run.count, run.size, run.index
+        if self._writer is None:
+            parts = []  # only counting
+        sizes = run.sizes
+        while True:
+            room, byte_room = draft.room()
+            if count <= room and size <= byte_room:
+                draft.take(parts, count, size, index, run.last_line)
+                break
+            fit, cut = _fitting(sizes, min(count, room), byte_room)
+            ids, lines = _parse_index(index)
+            if fit:
+                head, parts = self.spills.cut(parts, cut)
+                head_index = orjson.dumps({"custom_ids": ids[:fit], "lines": lines[:fit]})
+                draft.take(head, fit, cut, head_index + b"\n", lines[fit - 1])
+                sizes, count, size = sizes[fit:], count - fit, size - cut
+                index = orjson.dumps({"custom_ids": ids[fit:], "lines": lines[fit:]}) + b"\n"
+            assert draft.count, "one request always fits an empty shard"
+            draft = self._start(run.key, draft, lines[fit])
+        if draft.buffered >= self.unit_bytes:
+            self._write(draft)
+
+    def _write(self, draft: ShardDraft, last: bool = False) -> Future[None] | None:
+        """Hand the draft's buffered runs to the writer thread (`last`: it closes the files)."""
+        if self._writer is None or not (draft.runs or last):
+            return None
         # Files stay open between units unless too many groups are open at once.
         last = last or len(self.open) > MAX_OPEN_DRAFT_FILES
-        blocks, index = draft.take_unit()
-        self._pending.append(self._writer.submit(draft.write_unit, blocks, index, last))
+        runs, index = draft.take_unit()
+        written = self._writer.submit(draft.write_unit, runs, index, last, self.spills)
+        self._pending.append(written)
         while self._pending and (len(self._pending) > WRITES_AHEAD or self._pending[0].done()):
             self._pending.popleft().result()
+        return written
 
     def _start(self, key: GroupKey, full: ShardDraft | None, line: int) -> ShardDraft:
         """Close the group's full shard (if any) and open a new one."""
@@ -283,14 +272,14 @@ class ShardPacker:
             path = self.work_dir / f"shard-{len(self.done) + len(self.open):06d}.jsonl"
         draft = self.open[key] = ShardDraft(key, self.limits[key[0]], path, line)
         # Keep the sum of all groups' buffers bounded, however many groups are open.
-        share = MAX_BUFFERED_BYTES // len(self.open)
-        self.block_bytes = max(MIN_BLOCK_BYTES, min(BLOCK_BYTES, share))
-        self.unit_bytes = max(self.block_bytes, min(UNIT_BYTES, share))
+        self.unit_bytes = max(MIN_UNIT_BYTES, min(UNIT_BYTES, MAX_BUFFERED_BYTES // len(self.open)))
         return draft
 
     def _close(self, draft: ShardDraft) -> None:
-        draft.end_block()
-        self._write(draft, last=True)
+        written = self._write(draft, last=True)
+        if written is not None and self._syncer is not None:
+            # The files reach the disk now, in the background: publishing them is then quick.
+            self._syncs.append(self._syncer.submit(_sync_after, written, draft))
         del self.open[(draft.provider, draft.model, draft.endpoint)]
         self.done.append(draft)
 
@@ -302,12 +291,84 @@ class ShardPacker:
         return sorted(self.done, key=lambda d: d.first_line)
 
     def close(self) -> None:
-        """Wait for pending writes (raising the first failure) and stop the writer thread."""
+        """Wait for pending writes (raising the first failure) and stop the writer threads."""
         try:
             while self._pending:
                 self._pending.popleft().result()
+            for synced in self._syncs:
+                synced.result()
         finally:
             if self._writer is not None:
                 self._writer.shutdown(wait=True)
+            if self._syncer is not None:
+                self._syncer.shutdown(wait=True, cancel_futures=True)
             for draft in [*self.open.values(), *self.done]:
                 draft.close_files()
+
+
+class SpillFiles:
+    """Counts the parts still pointing into each spill file; a file goes once none does.
+
+    Parts are held on the scanning thread and taken (read) on the writer thread, hence the lock.
+    """
+
+    def __init__(self) -> None:
+        self._holds: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def hold(self, parts: list[Part]) -> None:
+        """Count the spilled parts among `parts`."""
+        with self._lock:
+            for part in parts:
+                if type(part) is tuple:
+                    self._holds[part[0]] = self._holds.get(part[0], 0) + 1
+
+    def cut(self, parts: list[Part], at: int) -> tuple[list[Part], list[Part]]:
+        """Split a run's parts at byte `at`: the parts before it and after it."""
+        if not parts:
+            return [], []
+        if type(parts[0]) is tuple:
+            ((path, offset, size),) = parts
+            self.hold(parts)
+            return [(path, offset, at)], [(path, offset + at, size - at)]
+        data = b"".join(parts)
+        return [data[:at]], [data[at:]]
+
+    def take(self, part: Segment) -> bytes:
+        """A spilled part's bytes; its file is deleted once no part points into it."""
+        path, offset, size = part
+        with open(path, "rb") as spilled:
+            spilled.seek(offset)
+            data = spilled.read(size)
+        if len(data) != size:
+            raise OSError(f"{path}: the spill file ended early")
+        with self._lock:
+            self._holds[path] -= 1
+            if not self._holds[path]:
+                del self._holds[path]
+                os.unlink(path)
+        return data
+
+
+def _sync_after(written: Future[None], draft: ShardDraft) -> None:
+    """Once a closed shard's last write is done, flush its files to disk."""
+    written.result()
+    for path in (draft.path, draft.index_path):
+        assert path is not None
+        with open(path, "rb") as done:
+            os.fsync(done.fileno())
+
+
+def _fitting(sizes: array, most: int, byte_room: int) -> tuple[int, int]:
+    """How many requests of these sizes (at most `most`) fit in byte_room, and their bytes."""
+    fit = cut = 0
+    for size in sizes[:most]:
+        if cut + size + 1 > byte_room:
+            break
+        fit, cut = fit + 1, cut + size + 1
+    return fit, cut
+
+
+def _parse_index(index: bytes) -> tuple[list[str], list[int]]:
+    entry = orjson.loads(index)
+    return entry["custom_ids"], entry["lines"]

@@ -167,7 +167,7 @@ class LineValidator:
         self.default_provider = default_provider
         self.limits = limits
         self.endpoint: str | None = None
-        self.unknown_keys: dict[str, int] = {}
+        self.unknown_keys: dict[str, int] = {}  # top-level keys not sent upstream -> lines
         self._targets: dict[str, Target | str] = {}
         self._routes: dict[str, Route] = {}
 
@@ -366,6 +366,5 @@ class LineValidator:
         return Target(provider, bare, traits, self.limits[provider], pattern)
 
     def _note_unknown_keys(self, obj: dict) -> None:
-        for key in obj.keys() - _KNOWN_KEYS:
-            if key in self.unknown_keys or len(self.unknown_keys) < 20:
-                self.unknown_keys[key] = self.unknown_keys.get(key, 0) + 1
+        for key in sorted(obj.keys() - _KNOWN_KEYS):
+            self.unknown_keys[key] = self.unknown_keys.get(key, 0) + 1

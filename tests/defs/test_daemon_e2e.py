@@ -26,6 +26,8 @@ def dev(emulator, tmp_path: Path) -> Iterator[DagsterDev]:
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     (data / "inbox").mkdir(parents=True)
     env = pipeline_env({**os.environ, "DAGSTER_HOME": str(home)}, emulator.base_url, data)
+    # Even these small files are scanned on worker processes, inside the runs the daemon starts.
+    env["BATCH_PIPELINE_INPUT_WORKERS"] = "2"
     with dagster_dev(env, tmp_path / "dagster-dev.log") as running:
         yield running
 

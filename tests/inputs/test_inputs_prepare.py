@@ -283,9 +283,9 @@ def test_a_file_concatenated_with_itself_rejects_every_repeat(tmp_path: Path) ->
 def test_hash_collisions_are_settled_by_exact_custom_ids(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from batch_pipeline.inputs import scan
+    from batch_pipeline.inputs import block
 
-    monkeypatch.setattr(scan, "hash", lambda _: 42, raising=False)  # every custom_id collides
+    monkeypatch.setattr(block, "hash", lambda _: 42, raising=False)  # every custom_id collides
     path = _write(tmp_path, jsonl(openai_line("a"), openai_line("b"), openai_line("a")))
     plan = prepare_input(path, tmp_path / "st", InputOptions(on_invalid="skip"))
     assert read_shard_index(plan.shards[0]) == {"a": 1, "b": 2}
