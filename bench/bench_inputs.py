@@ -2,8 +2,10 @@
 
 For each size it writes a seeded input file, then runs in separate subprocesses (so each has its
 own peak RSS): the floor (a loop that only `orjson.loads` each line), `validate_file`, and
-`prepare_input` (validate + normalize + write shards). It reports seconds, lines/s, MB/s, the
-ratio to the floor and peak RSS. Not a test: nothing here asserts a time.
+`prepare_input` (validate + normalize + write shards), the latter also in one process
+(`BATCH_PIPELINE_INPUT_WORKERS=0`: what a gzip file or a small one gets). It reports seconds,
+lines/s, MB/s, the ratio to the floor and peak RSS of the process and of its largest worker. Not
+a test: nothing here asserts a time.
 
     python bench/bench_inputs.py            # 100k and 1M lines
     python bench/bench_inputs.py --quick    # 20k lines, a CI smoke run
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import shutil
@@ -23,6 +26,8 @@ import time
 from pathlib import Path
 
 from bench_common import machine, verdict
+
+WORKERS_ENV = "BATCH_PIPELINE_INPUT_WORKERS"
 
 MODELS = ("openai/gpt-4o-mini", "openai/gpt-4o", "openai/gpt-4.1-nano")
 WORDS = [
@@ -107,7 +112,17 @@ def _prepare(path: Path) -> int:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-WORKLOADS = {"floor": _floor, "validate": _validate, "prepare": _prepare}
+def _prepare_in_one_process(path: Path) -> int:
+    os.environ[WORKERS_ENV] = "0"
+    return _prepare(path)
+
+
+WORKLOADS = {
+    "floor": _floor,
+    "validate": _validate,
+    "prepare": _prepare,
+    "prepare-1p": _prepare_in_one_process,
+}
 
 
 def measure(workload: str, path: Path, repeat: int) -> dict[str, float]:
@@ -126,6 +141,7 @@ def measure(workload: str, path: Path, repeat: int) -> dict[str, float]:
         runs.append(json.loads(child.stdout))
     best = min(runs, key=lambda run: run["seconds"])
     best["peak_rss_mib"] = max(run["peak_rss_mib"] for run in runs)
+    best["worker_rss_mib"] = max(run["worker_rss_mib"] for run in runs)
     return best
 
 
@@ -138,10 +154,24 @@ def _child(workload: str, path: Path) -> None:
     lines = WORKLOADS[workload](path)
     seconds = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": seconds, "lines": lines, "peak_rss_mib": peak_kib / 1024}))
+    worker_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest worker
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "lines": lines,
+                "peak_rss_mib": peak_kib / 1024,
+                "worker_rss_mib": worker_kib / 1024,
+            }
+        )
+    )
 
 
 GOAL_VS_FLOOR = 2.5
+
+
+def _worker_rss(result: dict[str, float]) -> str:
+    return f"{result['worker_rss_mib']:.1f}" if result["worker_rss_mib"] else "-"
 
 
 def main() -> None:
@@ -164,7 +194,7 @@ def main() -> None:
         print(f"Input validation and sharding; machine: {machine()}")
         print(
             f"{'lines':>9} {'workload':>9} {'seconds':>8} {'lines/s':>10} {'MB/s':>7} "
-            f"{'x floor':>7} {'peak RSS MiB':>12}"
+            f"{'x floor':>7} {'peak RSS MiB':>12} {'worker RSS MiB':>14}"
         )
         for size in sizes:
             path = work / f"input-{size}.jsonl"
@@ -177,7 +207,7 @@ def main() -> None:
                 print(
                     f"{size:>9} {workload:>9} {seconds:>8.2f} {size / seconds:>10,.0f} "
                     f"{megabytes / seconds:>7.1f} {seconds / floor['seconds']:>7.2f} "
-                    f"{result['peak_rss_mib']:>12.1f}"
+                    f"{result['peak_rss_mib']:>12.1f} {_worker_rss(result):>14}"
                 )
                 ratios[size, workload] = seconds / floor["seconds"]
                 rss[size, workload] = result["peak_rss_mib"]
@@ -192,6 +222,10 @@ def main() -> None:
         ratio = ratios[large, workload]
         outcome = verdict(ratio <= GOAL_VS_FLOOR) if judged else "not judged"
         print(f"  {workload} <= {GOAL_VS_FLOOR}x the floor: {ratio:.2f}x  {outcome}")
+    print(
+        f"  (prepare in one process, as for gzip input or with {WORKERS_ENV}=0: "
+        f"{ratios[large, 'prepare-1p']:.2f}x)"
+    )
     if small < large:
         print(
             f"  prepare memory {small:,} -> {large:,} lines: {rss[small, 'prepare']:.0f} -> "

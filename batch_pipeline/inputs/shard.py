@@ -228,27 +228,47 @@ class ShardPacker:
         Its spilled parts must be held already (`add_runs` does it).
         """
         draft = self.open.get(run.key) or self._start(run.key, None, run.first_line)
-        parts, count, size, index = run.parts, run.count, run.size, run.index
-        if self._writer is None:
-            parts = []  # only counting
-        sizes = run.sizes
+        parts = run.parts if self._writer is not None else []  # none when only counting
+        room, byte_room = draft.room()
+        if run.count <= room and run.size <= byte_room:
+            self._take(draft, parts, run.count, run.size, run.index, run.last_line)
+            return
+        # The run crosses a limit: cut it into shards in one pass over its requests.
+        ids, lines = _parse_index(run.index)
+        joined = b"".join(parts) if parts and type(parts[0]) is bytes else None
+        start = offset = 0
         while True:
             room, byte_room = draft.room()
-            if count <= room and size <= byte_room:
-                draft.take(parts, count, size, index, run.last_line)
-                break
-            fit, cut = _fitting(sizes, min(count, room), byte_room)
-            ids, lines = _parse_index(index)
+            fit, size = _fitting(run.sizes, start, min(run.count - start, room), byte_room)
             if fit:
-                head, parts = self.spills.cut(parts, cut)
-                head_index = orjson.dumps({"custom_ids": ids[:fit], "lines": lines[:fit]})
-                draft.take(head, fit, cut, head_index + b"\n", lines[fit - 1])
-                sizes, count, size = sizes[fit:], count - fit, size - cut
-                index = orjson.dumps({"custom_ids": ids[fit:], "lines": lines[fit:]}) + b"\n"
+                end = start + fit
+                index = orjson.dumps({"custom_ids": ids[start:end], "lines": lines[start:end]})
+                piece = self.spills.piece(parts, joined, offset, size)
+                self._take(draft, piece, fit, size, index + b"\n", lines[end - 1])
+                start, offset = end, offset + size
+                if start == run.count:
+                    break
             assert draft.count, "one request always fits an empty shard"
-            draft = self._start(run.key, draft, lines[fit])
+            draft = self._start(run.key, draft, lines[start])
+        self.spills.release(parts)  # each piece holds its own part of the spill file
+
+    def _take(
+        self,
+        draft: ShardDraft,
+        parts: list[Part],
+        count: int,
+        size: int,
+        index: bytes,
+        last_line: int,
+    ) -> None:
+        """Add requests that fit to the draft; write its buffer once a unit is full."""
+        draft.take(parts, count, size, index, last_line)
         if draft.buffered >= self.unit_bytes:
             self._write(draft)
+        elif parts and type(parts[-1]) is tuple and size < self.unit_bytes // 4:
+            # A small group's part would keep its whole block's spill file on disk until the
+            # group fills a unit: read it now instead.
+            draft.runs[-1] = self.spills.take(draft.runs[-1])
 
     def _write(self, draft: ShardDraft, last: bool = False) -> Future[None] | None:
         """Hand the draft's buffered runs to the writer thread (`last`: it closes the files)."""
@@ -285,13 +305,16 @@ class ShardPacker:
 
     def finish(self) -> list[ShardDraft]:
         """Close every open shard and wait for the writes; all drafts by first input line."""
-        for draft in list(self.open.values()):
-            self._close(draft)
-        self.close()
+        try:
+            for draft in list(self.open.values()):
+                self._close(draft)
+        finally:
+            self.close()
         return sorted(self.done, key=lambda d: d.first_line)
 
     def close(self) -> None:
-        """Wait for pending writes (raising the first failure) and stop the writer threads."""
+        """Wait for pending writes (raising the first failure) and stop the writer threads;
+        after a failure, writes not yet started are dropped."""
         try:
             while self._pending:
                 self._pending.popleft().result()
@@ -299,7 +322,7 @@ class ShardPacker:
                 synced.result()
         finally:
             if self._writer is not None:
-                self._writer.shutdown(wait=True)
+                self._writer.shutdown(wait=True, cancel_futures=True)
             if self._syncer is not None:
                 self._syncer.shutdown(wait=True, cancel_futures=True)
             for draft in [*self.open.values(), *self.done]:
@@ -323,16 +346,23 @@ class SpillFiles:
                 if type(part) is tuple:
                     self._holds[part[0]] = self._holds.get(part[0], 0) + 1
 
-    def cut(self, parts: list[Part], at: int) -> tuple[list[Part], list[Part]]:
-        """Split a run's parts at byte `at`: the parts before it and after it."""
+    def piece(self, parts: list[Part], joined: bytes | None, offset: int, size: int) -> list[Part]:
+        """Bytes offset..offset+size of a run's parts (`joined` when they are in memory)."""
         if not parts:
-            return [], []
-        if type(parts[0]) is tuple:
-            ((path, offset, size),) = parts
-            self.hold(parts)
-            return [(path, offset, at)], [(path, offset + at, size - at)]
-        data = b"".join(parts)
-        return [data[:at]], [data[at:]]
+            return []
+        if joined is not None:
+            return [joined[offset : offset + size]]
+        ((path, start, _),) = parts
+        piece: list[Part] = [(path, start + offset, size)]
+        self.hold(piece)
+        return piece
+
+    def release(self, parts: list[Part]) -> None:
+        """Drop the holds of spilled parts that will not be read."""
+        with self._lock:
+            for part in parts:
+                if type(part) is tuple:
+                    self._drop(part[0])
 
     def take(self, part: Segment) -> bytes:
         """A spilled part's bytes; its file is deleted once no part points into it."""
@@ -343,11 +373,14 @@ class SpillFiles:
         if len(data) != size:
             raise OSError(f"{path}: the spill file ended early")
         with self._lock:
-            self._holds[path] -= 1
-            if not self._holds[path]:
-                del self._holds[path]
-                os.unlink(path)
+            self._drop(path)
         return data
+
+    def _drop(self, path: str) -> None:
+        self._holds[path] -= 1
+        if not self._holds[path]:
+            del self._holds[path]
+            os.unlink(path)
 
 
 def _sync_after(written: Future[None], draft: ShardDraft) -> None:
@@ -359,14 +392,14 @@ def _sync_after(written: Future[None], draft: ShardDraft) -> None:
             os.fsync(done.fileno())
 
 
-def _fitting(sizes: array, most: int, byte_room: int) -> tuple[int, int]:
-    """How many requests of these sizes (at most `most`) fit in byte_room, and their bytes."""
-    fit = cut = 0
-    for size in sizes[:most]:
-        if cut + size + 1 > byte_room:
+def _fitting(sizes: array, start: int, most: int, byte_room: int) -> tuple[int, int]:
+    """How many requests from `start` (at most `most`) fit in byte_room, and their bytes."""
+    fit = total = 0
+    for size in sizes[start : start + most]:
+        if total + size + 1 > byte_room:
             break
-        fit, cut = fit + 1, cut + size + 1
-    return fit, cut
+        fit, total = fit + 1, total + size + 1
+    return fit, total
 
 
 def _parse_index(index: bytes) -> tuple[list[str], list[int]]:

@@ -277,8 +277,11 @@ class LineValidator:
             self._routes.clear()
         self._routes[model] = route
         body["model"] = target.model
+        # A line that already is the request keeps its key order, as on the short path: a line
+        # must not be written differently for being a model's first in a block or a process.
+        as_is = route.file_mode and len(obj) == 4 and "body" in obj
         try:
-            payload = orjson.dumps(_normalized(custom_id, route, body))
+            payload = orjson.dumps(obj if as_is else _normalized(custom_id, route, body))
         except TypeError:  # orjson writes at most 254 nested levels (it reads 1024)
             return [(None, f"JSON nested deeper than {JSON_MAX_WRITE_DEPTH} levels")]
         if len(payload) > route.max_request_bytes:

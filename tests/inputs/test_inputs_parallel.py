@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from batch_pipeline.inputs import reader as reader_module
 from batch_pipeline.inputs import workers as workers_module
 from batch_pipeline.inputs.reader import InputChanged
 from batch_pipeline.inputs.scan import FileScan
-from batch_pipeline.inputs.shard import iter_index
+from batch_pipeline.inputs.shard import ShardDraft, iter_index
 from batch_pipeline.inputs.workers import WORKERS_ENV, worker_count
 
 TINY_BLOCKS = 256
@@ -160,6 +161,53 @@ def test_the_endpoint_set_late_holds_for_every_worker(tmp_path: Path) -> None:
     assert any("differs from the file's endpoint /v1/messages" in p for p in result["problems"])
 
 
+def test_lines_keep_their_key_order_wherever_they_are_scanned(tmp_path: Path) -> None:
+    """A line that already is the request is written as it came, also when it is a model's first
+    line in a worker (whose first line takes the full check, not the short path)."""
+    lines = [
+        json.dumps(json.loads(openai_line(f"r{n}")), sort_keys=True, separators=(",", ":"))
+        for n in range(300)
+    ]
+    path = tmp_path / "sorted.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    result = _same_both_ways(path, InputOptions(), tmp_path)
+    (shard,) = result["shards"]
+    written = shard[3].splitlines()
+    assert written[0] == lines[0].replace("openai/gpt-4o-mini", "gpt-4o-mini").encode()
+    assert all(line.startswith(b'{"body":') for line in written)
+
+
+def test_spill_files_do_not_pile_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A group with few requests per block must not keep every block's spill file on disk: the
+    disk used stays a few blocks' worth, whatever the file's size."""
+    monkeypatch.setattr(reader_module, "CHUNK_BYTES", 16 * 1024)
+    lines = []
+    for n in range(1, 6001):
+        if n % 100 == 0:
+            lines.append(b"[]")  # a bad line: on_reject looks at the work dir during the scan
+        else:
+            model = "azure/gpt-4o" if n % 50 == 0 else "openai/gpt-4o-mini"
+            lines.append(openai_line(f"r{n}", model))
+    path = tmp_path / "rare.jsonl"
+    path.write_bytes(jsonl(*lines))
+    work = tmp_path / "work"
+    work.mkdir()
+    seen: list[int] = []
+    scan = FileScan(
+        path,
+        InputOptions(on_invalid="skip"),
+        work,
+        lambda *_: seen.append(len(list(work.glob("block-*")))),
+        workers=2,
+    )
+    scan.run()
+    assert scan.workers == 2
+    blocks = path.stat().st_size // (16 * 1024)
+    assert len(seen) == 60 and blocks > 40
+    assert max(seen) <= 8
+    assert not list(work.glob("block-*"))
+
+
 def test_validation_alone_scans_the_same_on_workers(tmp_path: Path) -> None:
     path = tmp_path / "mixed.jsonl"
     path.write_bytes(_mixed_file())
@@ -238,6 +286,25 @@ def test_prepare_input_on_workers_makes_the_same_plan(
     assert pooled.rejected_path.read_bytes() == alone.rejected_path.read_bytes()
     staged = {p.name for p in (tmp_path / "pooled" / "mixed").rglob("*") if p.is_file()}
     assert not any(name.startswith("block-") for name in staged)
+
+
+def test_a_failed_write_stops_the_writer_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk fails the scan, and no thread keeps writing into the work dir afterwards."""
+
+    def disk_full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ShardDraft, "write_unit", disk_full)
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(_mixed_file())
+    work = tmp_path / "work"
+    work.mkdir()
+    before = set(threading.enumerate())
+    with pytest.raises(OSError, match="No space left"):
+        FileScan(path, InputOptions(**MIXED_OPTIONS), work, workers=2).run()
+    assert [t.name for t in threading.enumerate() if t not in before] == []
 
 
 @pytest.mark.parametrize(
