@@ -2,8 +2,8 @@
 
 Given the file's endpoint, a block's outcome depends on nothing else in the file, so blocks can
 be scanned in this process or on worker processes (`inputs.workers`) and merged in file order by
-`FileScan`; both ways run this code. The outcome carries no Python objects per line: valid
-requests come as one joined run per shard group, ready for the shard packer.
+`FileScan`; both ways run this code. The outcome holds no Python object per valid request: they
+come as one joined run per shard group, ready for the shard packer.
 
 orjson silently keeps the last of duplicate keys and rounds integers beyond 64 bits; a line
 whose normalized form is not exactly as long as expected is therefore re-read by the stdlib

@@ -115,8 +115,9 @@ class LineReader:
     def blocks(self) -> Iterator[Block | OversizeLine]:
         """The file in order: blocks of complete lines, and over-cap lines too long to hold.
 
-        `state` is complete once the iterator ends. The content hash runs on a helper thread (hashlib
-        releases the GIL on large buffers), in read order, so it costs the scanner almost nothing.
+        `state` is complete once the iterator ends. The content hash runs on a helper thread
+        (hashlib releases the GIL on large buffers), in read order, so it costs the scanner
+        almost nothing.
         """
         self._pending: deque[Future[None]] = deque()
         with self.path.open("rb") as raw, ThreadPoolExecutor(1) as self._hasher:

@@ -175,7 +175,7 @@ class FileScan:
             return None
         pool = BlockPool.start(
             self.workers,
-            self.settings._replace(spill_dir=self.work_dir and os.fspath(self.work_dir)),
+            self.settings._replace(spill_dir=None if self.work_dir is None else str(self.work_dir)),
             os.fspath(self.path) if by_range else None,
         )
         if pool is None:

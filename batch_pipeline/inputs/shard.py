@@ -4,8 +4,9 @@ One shard is open per (provider, model, endpoint); a group's requests arrive as 
 requests of that group, already joined), and a run that would push the open shard over the
 request count or byte limit is cut at a request boundary: the shard is closed and a new one
 starts, so no shard can exceed a limit and input order is kept within each shard. Runs are handed
-a few MiB at a time to a writer thread that hashes them and appends them to a temporary file, so
-memory is bounded by the buffer sizes, not the file.
+a few MiB at a time to a writer thread that hashes them and appends them to a temporary file
+(reading back what a worker process spilled to disk), so memory is bounded by the buffer sizes,
+not the file.
 """
 
 from __future__ import annotations
