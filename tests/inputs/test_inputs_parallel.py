@@ -20,7 +20,7 @@ from batch_pipeline.inputs import InputOptions, ShardLimits, prepare_input, read
 from batch_pipeline.inputs import reader as reader_module
 from batch_pipeline.inputs import workers as workers_module
 from batch_pipeline.inputs.reader import InputChanged
-from batch_pipeline.inputs.scan import FileScan
+from batch_pipeline.inputs.scan import BLOCKS_AHEAD_PER_WORKER, FileScan
 from batch_pipeline.inputs.shard import ShardDraft, iter_index
 from batch_pipeline.inputs.workers import WORKERS_ENV, worker_count
 
@@ -204,7 +204,8 @@ def test_spill_files_do_not_pile_up(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert scan.workers == 2
     blocks = path.stat().st_size // (16 * 1024)
     assert len(seen) == 60 and blocks > 40
-    assert max(seen) <= 8
+    # Blocks scanned ahead of the merge have their files; nothing else stays on disk.
+    assert max(seen) <= BLOCKS_AHEAD_PER_WORKER * 2 + 2
     assert not list(work.glob("block-*"))
 
 
