@@ -69,6 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from batch_pipeline.inputs.workers import configured_workers
+
+    try:
+        configured_workers()  # a bad setting is a usage error here, not a traceback mid-run
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

@@ -43,6 +43,19 @@ def test_a_data_root_that_cannot_be_used_is_a_usage_error(argv, reason, capsys) 
     assert reason in err and "Traceback" not in err
 
 
+def test_a_bad_input_workers_setting_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("BATCH_PIPELINE_INPUT_WORKERS", "two")
+    (tmp_path / "a.jsonl").write_text("{}\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["validate", str(tmp_path / "a.jsonl")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "BATCH_PIPELINE_INPUT_WORKERS must be a whole number, got 'two'" in err
+    assert "Traceback" not in err
+
+
 def test_demo_needs_a_local_data_dir(capsys) -> None:
     assert main(["demo", "--data-dir", "s3://bucket/samples"]) == 2
     assert "needs a local --data-dir" in capsys.readouterr().err

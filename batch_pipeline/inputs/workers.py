@@ -39,16 +39,22 @@ def worker_count(file_bytes: int) -> int:
     `BATCH_PIPELINE_INPUT_WORKERS` sets the number (0 or 1: never); by default it is the CPUs
     this process may use, up to MAX_WORKERS, for files of at least PARALLEL_MIN_BYTES.
     """
-    configured = os.environ.get(WORKERS_ENV, "").strip()
-    if configured:
-        if not configured.isdigit():
-            raise ValueError(f"{WORKERS_ENV} must be a whole number, got {configured!r}")
-        workers = int(configured)
-    elif file_bytes < PARALLEL_MIN_BYTES:
-        return 0
-    else:
+    workers = configured_workers()
+    if workers is None:
+        if file_bytes < PARALLEL_MIN_BYTES:
+            return 0
         workers = min(_usable_cpus(), MAX_WORKERS)
     return workers if workers > 1 else 0
+
+
+def configured_workers() -> int | None:
+    """The number `BATCH_PIPELINE_INPUT_WORKERS` sets, None when unset; ValueError when bad."""
+    configured = os.environ.get(WORKERS_ENV, "").strip()
+    if not configured:
+        return None
+    if not configured.isdigit():
+        raise ValueError(f"{WORKERS_ENV} must be a whole number, got {configured!r}")
+    return int(configured)
 
 
 class BlockPool:
