@@ -84,8 +84,8 @@ def run_pipeline(path: Path, base_url: str, data_dir: Path, poll_interval: float
     """Run the file through `run_files` in this process; its timeline, phases and RSS."""
     import dagster as dg
 
-    from batch_pipeline.manifest import ManifestStore
-    from batch_pipeline.runner import run_files
+    from batch_pipeline.cli.run import run_files
+    from batch_pipeline.ledger.manifest import ManifestStore
 
     rss_after_imports = _current_rss_mib()
     samples: list[tuple[float, float]] = []
@@ -149,9 +149,6 @@ def _current_rss_mib() -> float:
 def _child(args: list[str], profile: int) -> None:
     path, base_url, data_dir, poll_interval = args
     # Imports are not part of the measured time; run_files would import these lazily.
-    import batch_pipeline.defs.assets
-    import batch_pipeline.defs.sensors
-    import batch_pipeline.runner  # noqa: F401
 
     if not profile:
         print(json.dumps(run_pipeline(Path(path), base_url, Path(data_dir), float(poll_interval))))

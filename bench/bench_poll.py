@@ -56,8 +56,8 @@ def create_batches(base_url: str, data_root: Path, count: int, seed: int) -> int
     import random
 
     from batch_pipeline.gateway import BatchView, BifrostClient
-    from batch_pipeline.manifest import ManifestStore, ShardRecord
-    from batch_pipeline.submit import INPUT_KEY, SHARD_KEY, status_fields
+    from batch_pipeline.ledger.manifest import ManifestStore, ShardRecord
+    from batch_pipeline.operations.submit import INPUT_KEY, SHARD_KEY, status_fields
 
     rng = random.Random(seed)
     shards = {
@@ -125,8 +125,8 @@ def run_variant(variant: str, base_url: str, data_root: Path, repeat: int) -> di
     """One variant in this process: the best sweep time of `repeat`, and what it covered."""
     from batch_pipeline.defs.resources import PipelineSettings
     from batch_pipeline.gateway import BifrostClient
-    from batch_pipeline.manifest import ManifestStore
-    from batch_pipeline.poll import poll_in_flight
+    from batch_pipeline.ledger.manifest import ManifestStore
+    from batch_pipeline.operations.poll import poll_in_flight
 
     store = ManifestStore(data_root / "batches")
     refs = [
@@ -172,7 +172,7 @@ def run_variant(variant: str, base_url: str, data_root: Path, repeat: int) -> di
 def _sensor_ticks(client, store, in_flight: int, per_tick: int) -> dict:
     """Tick like batch_status_sensor (default max_polls_per_tick, cursor = next_offset) until
     the ticks together polled every in-flight batch once."""
-    from batch_pipeline.poll import poll_in_flight
+    from batch_pipeline.operations.poll import poll_in_flight
 
     offset, covered, ticks, slowest = 0, 0, 0, 0.0
     while covered < in_flight:

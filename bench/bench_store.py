@@ -32,8 +32,8 @@ SHARDS_PER_FILE = 10
 
 def write_manifests(root, files: int, active: int) -> None:
     """`files` manifests of SHARDS_PER_FILE submitted shards; all but `active` settled."""
-    from batch_pipeline.manifest import Manifest, ManifestStore, ShardRecord
-    from batch_pipeline.storage import atomic_write
+    from batch_pipeline.ledger.manifest import Manifest, ManifestStore, ShardRecord
+    from batch_pipeline.ledger.storage import atomic_write
 
     store = ManifestStore(root / "batches")
     for n in range(files):
@@ -69,7 +69,7 @@ def best_of(repeat: int, read: Callable[[], list]) -> tuple[float, int]:
 
 
 def measure(root, repeat: int) -> dict[str, tuple[float, int]]:
-    from batch_pipeline.manifest import ManifestStore
+    from batch_pipeline.ledger.manifest import ManifestStore
 
     store = ManifestStore(root / "batches")
     return {
@@ -99,7 +99,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-store-") as folder, running_s3() as endpoint:
         import s3fs
 
-        from batch_pipeline.storage import data_root
+        from batch_pipeline.ledger.storage import data_root
 
         os.environ.update(
             AWS_ACCESS_KEY_ID="bench",

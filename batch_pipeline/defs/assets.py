@@ -6,29 +6,29 @@ from collections.abc import Iterator
 import dagster as dg
 from pydantic import Field
 
-from batch_pipeline.alerts import error_rate
-from batch_pipeline.collect import (
+from batch_pipeline.defs.partitions import input_files
+from batch_pipeline.defs.resources import GatewayResource, PipelineSettings
+from batch_pipeline.gateway import GatewayError
+from batch_pipeline.inputs import InputRejected
+from batch_pipeline.ledger.layout import LayoutError
+from batch_pipeline.operations.alerts import error_rate
+from batch_pipeline.operations.collect import (
     CollectError,
     CollectReport,
     collect_partition,
     delete_batch_files,
     load_plan,
 )
-from batch_pipeline.costs import (
+from batch_pipeline.operations.costs import (
     BudgetExceeded,
     PriceTableError,
     check_plan_budget,
     plan_estimates,
 )
-from batch_pipeline.defs.partitions import input_files
-from batch_pipeline.defs.resources import GatewayResource, PipelineSettings
-from batch_pipeline.gateway import GatewayError
-from batch_pipeline.inputs import InputRejected
-from batch_pipeline.layout import LayoutError
-from batch_pipeline.outcomes import build_outcomes
-from batch_pipeline.queue_limits import QueueGate
+from batch_pipeline.operations.outcomes import build_outcomes
+from batch_pipeline.operations.queue_limits import QueueGate
+from batch_pipeline.operations.submit import SubmissionError, plan_to_submit, submit_plan
 from batch_pipeline.results import ERRORS_SCHEMA, RESULTS_SCHEMA
-from batch_pipeline.submit import SubmissionError, plan_to_submit, submit_plan
 
 INVARIANT_CHECK = "every_input_line_accounted_for"
 BATCHES_TABLE = dg.TableSchema(

@@ -6,9 +6,9 @@ import time
 
 import dagster as dg
 
-from batch_pipeline.alerts import Finding, retention_risk, stuck_batches
 from batch_pipeline.defs.partitions import input_files
 from batch_pipeline.defs.resources import PipelineSettings
+from batch_pipeline.operations.alerts import Finding, retention_risk, stuck_batches
 
 STUCK_CHECK = "no_stuck_batches"
 RETENTION_CHECK = "results_collected_before_retention"

@@ -4,11 +4,11 @@ wave and cancel."""
 import dagster as dg
 from pydantic import Field
 
-from batch_pipeline.cancel import cancel_partition
 from batch_pipeline.defs.partitions import input_files
 from batch_pipeline.defs.resources import GatewayResource, PipelineSettings
-from batch_pipeline.layout import LayoutError
-from batch_pipeline.retry import RetryError, write_retry_wave
+from batch_pipeline.ledger.layout import LayoutError
+from batch_pipeline.operations.cancel import cancel_partition
+from batch_pipeline.operations.retry import RetryError, write_retry_wave
 
 submit_job = dg.define_asset_job(
     "submit_job",

@@ -8,11 +8,11 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from batch_pipeline.costs import PriceTable
 from batch_pipeline.gateway import BifrostClient, Timeouts
 from batch_pipeline.inputs import InputOptions
-from batch_pipeline.layout import DataLayout
-from batch_pipeline.manifest import ManifestStore
+from batch_pipeline.ledger.layout import DataLayout
+from batch_pipeline.ledger.manifest import ManifestStore
+from batch_pipeline.operations.costs import PriceTable
 
 
 class GatewayResource(dg.ConfigurableResource):

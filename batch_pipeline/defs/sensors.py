@@ -6,14 +6,14 @@ import time
 
 import dagster as dg
 
-from batch_pipeline.alerts import Finding, retention_risk, stuck_batches
 from batch_pipeline.defs.checks import RETENTION_CHECK, STUCK_CHECK, finding_evaluation
 from batch_pipeline.defs.jobs import collect_job, outcomes_job, submit_job
 from batch_pipeline.defs.partitions import input_files
 from batch_pipeline.defs.resources import GatewayResource, PipelineSettings
 from batch_pipeline.gateway import GatewayError
-from batch_pipeline.poll import PollReport, poll_in_flight
-from batch_pipeline.queue_limits import QueueGate
+from batch_pipeline.operations.alerts import Finding, retention_risk, stuck_batches
+from batch_pipeline.operations.poll import PollReport, poll_in_flight
+from batch_pipeline.operations.queue_limits import QueueGate
 
 # Time a status tick may spend polling; Dagster stops a sensor evaluation at 60 s.
 TICK_BUDGET_SECONDS = 30.0

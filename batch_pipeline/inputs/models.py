@@ -8,8 +8,8 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from batch_pipeline.ledger.storage import DataPath
 from batch_pipeline.providers import PROVIDERS, SubmitMode
-from batch_pipeline.storage import DataPath
 
 PLAN_FILE = "plan.json"
 REJECTED_FILE = "rejected.jsonl"

@@ -29,8 +29,8 @@ from batch_pipeline.inputs.models import (
 from batch_pipeline.inputs.reader import LineReader
 from batch_pipeline.inputs.scan import FileScan, ScanResult
 from batch_pipeline.inputs.shard import iter_index
+from batch_pipeline.ledger.storage import DataPath, publish, scratch_for
 from batch_pipeline.providers import PROVIDERS
-from batch_pipeline.storage import DataPath, publish, scratch_for
 
 
 def validate_file(path: Path, options: InputOptions) -> ValidationReport:

@@ -45,7 +45,7 @@ from batch_pipeline.inputs.reader import (
 from batch_pipeline.inputs.shard import ShardDraft, ShardPacker, effective_limits
 from batch_pipeline.inputs.validate import LineValidator
 from batch_pipeline.inputs.workers import BlockPool, worker_count
-from batch_pipeline.storage import is_local
+from batch_pipeline.ledger.storage import is_local
 
 TOKENS_PER_BYTE = 0.25  # ~4 bytes of request JSON per prompt token (a rough, generous estimate)
 UNKNOWN_KEYS_LISTED = 20  # top-level fields named in the notes, the first ones seen

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
+from batch_pipeline.ledger.storage import DataPath, publish, scratch_for
 from batch_pipeline.results.schema import (
     COLLECTED_AT_TYPE,
     ERROR_COLUMNS,
@@ -33,7 +34,6 @@ from batch_pipeline.results.schema import (
     RESULT_COLUMNS,
     RESULTS_SCHEMA,
 )
-from batch_pipeline.storage import DataPath, publish, scratch_for
 
 # Only these columns repeat enough to gain from dictionary encoding; trying it on bodies,
 # ids and messages costs time for nothing.

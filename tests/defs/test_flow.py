@@ -13,11 +13,11 @@ import pyarrow.dataset as ds
 import pytest
 from pipeline_support import anthropic_lines, chat_lines, counters, write_input
 
-from batch_pipeline.cancel import cancel_partition
+from batch_pipeline.cli.run import run_files
 from batch_pipeline.gateway import BifrostClient
-from batch_pipeline.layout import DataLayout
-from batch_pipeline.manifest import ManifestStore
-from batch_pipeline.runner import run_files
+from batch_pipeline.ledger.layout import DataLayout
+from batch_pipeline.ledger.manifest import ManifestStore
+from batch_pipeline.operations.cancel import cancel_partition
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from pipeline_support import chat_lines, counters, write_input
 
+from batch_pipeline.cli.run import run_files
 from batch_pipeline.defs.assets import batch_input, collected_batches, submitted_batches
 from batch_pipeline.defs.checks import RETENTION_CHECK, STUCK_CHECK
 from batch_pipeline.defs.jobs import cancel_job, retry_job
@@ -19,8 +20,7 @@ from batch_pipeline.defs.partitions import input_files
 from batch_pipeline.defs.resources import GatewayResource, PipelineSettings
 from batch_pipeline.defs.sensors import batch_status_sensor
 from batch_pipeline.gateway import BifrostClient, NotFoundError
-from batch_pipeline.manifest import ManifestStore
-from batch_pipeline.runner import run_files
+from batch_pipeline.ledger.manifest import ManifestStore
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 

@@ -135,7 +135,7 @@ def test_failed_collect_is_requested_again(emulator_factory, tmp_path: Path) -> 
         )
         assert not failed.success
         # ... and once the batch is terminal the sensor asks again, under a new run key
-        from batch_pipeline.manifest import ManifestStore
+        from batch_pipeline.ledger.manifest import ManifestStore
 
         store = ManifestStore(tmp_path / "batches")
         shard = next(iter(store.load("late").shards))
@@ -157,9 +157,9 @@ def test_status_sensor_work_is_bounded_and_round_robin(
     )
     from batch_pipeline.gateway import BifrostClient
     from batch_pipeline.inputs import InputOptions, prepare_input
-    from batch_pipeline.layout import DataLayout
-    from batch_pipeline.manifest import ManifestStore
-    from batch_pipeline.submit import submit_plan
+    from batch_pipeline.ledger.layout import DataLayout
+    from batch_pipeline.ledger.manifest import ManifestStore
+    from batch_pipeline.operations.submit import submit_plan
 
     layout = DataLayout.at(tmp_path)
     plan = prepare_input(

@@ -24,8 +24,8 @@ from batch_pipeline.defs.assets import (
 from batch_pipeline.defs.partitions import input_files
 from batch_pipeline.defs.resources import GatewayResource, PipelineSettings
 from batch_pipeline.defs.sensors import batch_status_sensor
-from batch_pipeline.layout import DataLayout
-from batch_pipeline.manifest import ManifestStore
+from batch_pipeline.ledger.layout import DataLayout
+from batch_pipeline.ledger.manifest import ManifestStore
 from batch_pipeline.results import ERRORS_SCHEMA, RESULTS_SCHEMA
 
 REPO = Path(__file__).resolve().parents[2]

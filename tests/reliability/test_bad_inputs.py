@@ -18,9 +18,9 @@ import pytest
 from inputs_corpus import CASES, jsonl, openai_line
 from reliability_support import counters, resources, submit
 
+from batch_pipeline.cli.run import RunError, run_files
 from batch_pipeline.defs.resources import PipelineSettings
 from batch_pipeline.defs.sensors import inbox_sensor
-from batch_pipeline.runner import RunError, run_files
 
 CLI = Path(sys.executable).with_name("batch-pipeline")
 FIFTY_MB = 50 * 1024 * 1024

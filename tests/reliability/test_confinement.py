@@ -16,14 +16,14 @@ from inputs_corpus import jsonl, openai_line
 from pipeline_support import chat_lines, write_input
 from reliability_support import counters, failure_message, resources, submit
 
-from batch_pipeline.collect import collect_partition
 from batch_pipeline.defs.assets import collected_batches
 from batch_pipeline.defs.partitions import input_files
 from batch_pipeline.defs.resources import PipelineSettings
 from batch_pipeline.defs.sensors import inbox_sensor
 from batch_pipeline.gateway import BifrostClient
-from batch_pipeline.layout import DataLayout, LayoutError
-from batch_pipeline.manifest import ManifestStore
+from batch_pipeline.ledger.layout import DataLayout, LayoutError
+from batch_pipeline.ledger.manifest import ManifestStore
+from batch_pipeline.operations.collect import collect_partition
 
 CRAFTED_KEYS = [
     "../victim",

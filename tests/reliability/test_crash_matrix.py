@@ -26,9 +26,9 @@ from reliability_support import (
     visible_parquet,
 )
 
-from batch_pipeline.layout import DataLayout
-from batch_pipeline.manifest import ManifestStore
-from batch_pipeline.runner import run_files
+from batch_pipeline.cli.run import run_files
+from batch_pipeline.ledger.layout import DataLayout
+from batch_pipeline.ledger.manifest import ManifestStore
 
 pytestmark = pytest.mark.slow
 

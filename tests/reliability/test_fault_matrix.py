@@ -29,7 +29,7 @@ from reliability_support import (
     submit,
 )
 
-from batch_pipeline.runner import run_files
+from batch_pipeline.cli.run import run_files
 
 NAMES = ("chat", "claude")
 # The routes a run of both partitions uses: uploads, creates, polls, downloads, /results.

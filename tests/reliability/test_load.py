@@ -17,13 +17,13 @@ import pytest
 from pipeline_support import chat_lines, write_input
 from reliability_support import assert_one_batch_per_shard, counters, resources, sensor_tick
 
-from batch_pipeline.collect import collect_partition
 from batch_pipeline.defs.partitions import input_files
 from batch_pipeline.gateway import BifrostClient
 from batch_pipeline.inputs import InputOptions, prepare_input
-from batch_pipeline.layout import DataLayout
-from batch_pipeline.manifest import ManifestStore
-from batch_pipeline.submit import submit_plan
+from batch_pipeline.ledger.layout import DataLayout
+from batch_pipeline.ledger.manifest import ManifestStore
+from batch_pipeline.operations.collect import collect_partition
+from batch_pipeline.operations.submit import submit_plan
 
 pytestmark = pytest.mark.slow
 

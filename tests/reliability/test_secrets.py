@@ -14,8 +14,8 @@ import pytest
 from pipeline_support import anthropic_lines, chat_lines, write_input
 from reliability_support import arm, counters, poll_and_collect, resources, submit
 
+from batch_pipeline.cli.run import run_files
 from batch_pipeline.gateway import BifrostClient, GatewayError
-from batch_pipeline.runner import run_files
 
 
 def _files_containing(root: Path, needle: bytes) -> list[Path]:

@@ -24,7 +24,7 @@ from batch_pipeline.results import (
     PartitionWriter,
     results_to_parquet,
 )
-from batch_pipeline.results import cli as results_cli
+from batch_pipeline.cli import convert as results_cli
 
 CHAT_OK = {
     "id": "batch_req_1",

@@ -13,9 +13,9 @@ import pytest
 from dagster_dev_support import DagsterDev, dagster_dev, pipeline_env
 from pipeline_support import counters
 
-from batch_pipeline.layout import DataLayout
-from batch_pipeline.retry import write_retry_wave
-from batch_pipeline.runner import run_files
+from batch_pipeline.cli.run import run_files
+from batch_pipeline.ledger.layout import DataLayout
+from batch_pipeline.operations.retry import write_retry_wave
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "inbox" / "support_tickets.jsonl"

@@ -1,0 +1,89 @@
+"""The `batch-pipeline` command: one sub-command per job, each implemented where its logic lives.
+
+Each sub-command module offers `add_arguments(parser)` and `run(args) -> int`; this file only
+wires them, imports them lazily (so `--help` is fast) and turns expected failures into one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# name -> (module implementing it, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "emulator": ("batch_pipeline.emulator.cli", "run the local Bifrost-compatible gateway"),
+    "validate": ("batch_pipeline.cli.validate", "check input files; report FILE:LINE: reason"),
+    "results-to-parquet": (
+        "batch_pipeline.cli.convert",
+        "convert provider result files to results.parquet and errors.parquet",
+    ),
+    "run": ("batch_pipeline.cli.run", "run the whole pipeline over FILE... in the foreground"),
+    "demo": (
+        "batch_pipeline.cli.demo",
+        "run the pipeline over the samples on the embedded gateway",
+    ),
+    "ui": (
+        "batch_pipeline.cli.ui",
+        "open the Dagster UI with the embedded gateway emulator running",
+    ),
+    "retry": ("batch_pipeline.cli.retry", "write the next retry wave of a file into the inbox"),
+    "cancel": ("batch_pipeline.cli.cancel", "cancel a file's in-flight batches"),
+}
+
+
+def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """`--data-dir`, the same for every sub-command that reads or writes the data root."""
+    parser.add_argument(
+        "--data-dir",
+        default="data",
+        type=_data_dir,
+        metavar="DIR",
+        help="data root: a folder or s3://bucket/prefix (default: data)",
+    )
+
+
+def _data_dir(text: str) -> str:
+    """The --data-dir text when it names a usable data root; else a one-line usage error."""
+    from batch_pipeline.ledger.storage import StorageError, data_root
+
+    try:
+        data_root(text)
+    except StorageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="batch-pipeline",
+        description="Turn JSONL files of LLM requests into Parquet results and errors "
+        "through a Bifrost gateway's batch API.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        cmd = sub.add_parser(name, help=help_text, description=module.__doc__)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from batch_pipeline.inputs.workers import configured_workers
+
+    try:
+        configured_workers()  # a bad setting is a usage error here, not a traceback mid-run
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("batch-pipeline: interrupted", file=sys.stderr)
+        return 130
+

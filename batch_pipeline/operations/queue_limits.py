@@ -1,0 +1,46 @@
+"""Queue limits: hold shards back while a provider/model already has too many tokens enqueued.
+
+Providers cap the tokens a batch queue may hold (OpenAI's "enqueued token limit"); a create
+over it fails at the provider hours later. Here a shard simply waits, visibly, until enough of
+the batches in flight finish; the status sensor then asks for another submit run.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+from batch_pipeline.ledger.manifest import Manifest, ShardRecord
+
+
+class QueueGate:
+    """Admits a shard when the estimated tokens in flight for its provider/model stay under cap."""
+
+    def __init__(self, manifests: Iterable[Manifest], caps: Mapping[str, int]) -> None:
+        self.caps = dict(caps)
+        self.enqueued: dict[str, int] = defaultdict(int)
+        if self.caps:
+            for manifest in manifests:
+                for record in manifest.shards.values():
+                    if record.in_flight:
+                        self.enqueued[_key(record)] += record.estimated_input_tokens
+
+    def admit(self, record: ShardRecord) -> str | None:
+        """None when the shard may be created now (and count it), else why it waits.
+        A shard larger than the cap on its own goes when nothing else is enqueued."""
+        key = _key(record)
+        cap = self.caps.get(key)
+        if cap is None:
+            return None
+        after = self.enqueued[key] + record.estimated_input_tokens
+        if self.enqueued[key] and after > cap:
+            return (
+                f"{key}: {self.enqueued[key]:,} estimated tokens already enqueued; this shard's "
+                f"{record.estimated_input_tokens:,} would pass the cap of {cap:,}"
+            )
+        self.enqueued[key] = after
+        return None
+
+
+def _key(record: ShardRecord) -> str:
+    return f"{record.provider}/{record.model}"

@@ -1,0 +1,363 @@
+"""Submitting an input file's shards exactly once: upload, record intent, create, record the id.
+
+A create is never retried blindly. Its outcome is either known (an id, or a refusal the gateway
+answered with a 4xx: nothing was created) or unknown (timeout, connection drop, 5xx). An unknown
+outcome is reconciled through the gateway by the shard id carried in the batch metadata; where
+the provider keeps no metadata, or the batch cannot be found yet, submission stops with a clear
+message instead of risking a second batch (and a second bill).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Collection, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from batch_pipeline.gateway import (
+    BatchView,
+    BifrostClient,
+    GatewayConnectionError,
+    GatewayError,
+    GatewayStatusError,
+    GatewayTimeoutError,
+    RateLimitError,
+)
+from batch_pipeline.inputs import InputOptions, InputPlan, Shard, content_sha256, prepare_input
+from batch_pipeline.ledger.manifest import ManifestBusy, ManifestStore, ShardRecord
+from batch_pipeline.ledger.storage import Hold, LockLost, local_copy
+from batch_pipeline.operations.costs import Estimate
+from batch_pipeline.operations.queue_limits import QueueGate
+from batch_pipeline.providers import provider_traits
+
+log = logging.getLogger(__name__)
+
+SHARD_KEY = "bp_shard"
+INPUT_KEY = "bp_input"
+# A 429 on create is a refusal (nothing was created), so waiting and asking again is safe.
+MAX_RATE_LIMIT_WAIT_SECONDS = 120.0
+# After a create whose answer was lost, a gateway may list the batch only a little later.
+CREATE_SETTLE_SECONDS = 60.0
+
+
+class SubmissionError(Exception):
+    """Submission stopped; the message says why and what to do."""
+
+
+class SubmissionUncertain(SubmissionError):
+    """A create may or may not have made a batch; submitting again could pay twice."""
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    shard_id: str
+    batch_id: str | None
+    reused: bool
+    waiting: str | None = None  # set when a queue limit holds the shard back
+
+
+def submit_plan(
+    client: BifrostClient,
+    store: ManifestStore,
+    plan: InputPlan,
+    *,
+    completion_window: str = "24h",
+    assume_not_created: Collection[str] = (),
+    adopt: Mapping[str, str] | None = None,
+    estimates: Mapping[str, Estimate] | None = None,
+    gate: QueueGate | None = None,
+    settle_seconds: float = CREATE_SETTLE_SECONDS,
+) -> list[SubmitOutcome]:
+    """Make sure every shard of `plan` has exactly one batch; reuse the ones it already has.
+
+    `assume_not_created` and `adopt` (shard id -> batch id) resolve an uncertain create by hand.
+    `estimates` (by shard id) are recorded in the manifest; `gate` may hold shards back. An
+    interrupted create is only taken as "no batch" once `settle_seconds` have passed since it.
+    Two submits of the same file never run at once (the second is refused).
+    """
+    try:
+        with store.exclusive(plan.input_name, "submit") as hold:
+            register_plan(store, plan, estimates or {})
+            return [
+                _submit_shard(
+                    client,
+                    store,
+                    plan.input_name,
+                    shard,
+                    hold=hold,
+                    completion_window=completion_window,
+                    assume_not_created=shard.shard_id in assume_not_created,
+                    adopted=(adopt or {}).get(shard.shard_id),
+                    gate=gate,
+                    settle_seconds=settle_seconds,
+                )
+                for shard in plan.shards
+            ]
+    except (ManifestBusy, LockLost) as exc:
+        raise SubmissionError(f"{exc}; nothing more was sent") from None
+
+
+def plan_to_submit(
+    store: ManifestStore, name: str, path: Path, staging: Path, options: InputOptions
+) -> InputPlan:
+    """The plan of an input file: prepared now, or, once any of its shards was sent, the plan
+    those shards came from, untouched (re-sharding then would orphan paid batches)."""
+    manifest = store.load(name)
+    sent = manifest is not None and any(
+        s.state != "pending" or s.batch_id for s in manifest.shards.values()
+    )
+    existing = InputPlan.load(staging) if sent else None
+    if existing is None:
+        return prepare_input(path, staging, options)
+    if content_sha256(path) != existing.input_sha256:
+        raise SubmissionError(
+            f"{name}: the input file changed after its batches were submitted; its staging is "
+            "kept as submitted. Put the new content under a new file name"
+        )
+    return existing
+
+
+def register_plan(
+    store: ManifestStore, plan: InputPlan, estimates: Mapping[str, Estimate] | None = None
+) -> None:
+    """Add the plan's shards to the manifest; refuse if the file changed after submitting."""
+    with store.update(plan.input_name, input_sha256=plan.input_sha256) as manifest:
+        submitted = [s for s in manifest.shards.values() if s.state != "pending"]
+        if manifest.input_sha256 != plan.input_sha256 and submitted:
+            raise SubmissionError(
+                f"{plan.input_name}: the input file changed after its batches were submitted; "
+                "submit the new content under a new file name"
+            )
+        planned = {s.shard_id for s in plan.shards}
+        stray = [s.shard_id for s in submitted if s.shard_id not in planned]
+        if stray:
+            raise SubmissionError(
+                f"{plan.input_name}: shards {', '.join(stray)} were submitted under other "
+                "sharding settings; restore them or submit under a new file name"
+            )
+        manifest.input_sha256 = plan.input_sha256
+        manifest.shards = {
+            s.shard_id: manifest.shards.get(s.shard_id) or _new_record(s) for s in plan.shards
+        }
+        for shard_id, estimate in (estimates or {}).items():
+            record = manifest.shards[shard_id]
+            record.estimated_input_tokens = estimate.input_tokens
+            record.estimated_output_tokens = estimate.output_tokens
+            record.estimated_cost = estimate.cost
+
+
+def _new_record(shard: Shard) -> ShardRecord:
+    return ShardRecord(
+        shard_id=shard.shard_id,
+        provider=shard.provider,
+        model=shard.model,
+        endpoint=shard.endpoint,
+        request_count=shard.request_count,
+        bytes=shard.bytes,
+    )
+
+
+def _submit_shard(
+    client: BifrostClient,
+    store: ManifestStore,
+    name: str,
+    shard: Shard,
+    *,
+    hold: Hold,
+    completion_window: str,
+    assume_not_created: bool,
+    adopted: str | None,
+    gate: QueueGate | None,
+    settle_seconds: float,
+) -> SubmitOutcome:
+    manifest = store.load(name)
+    assert manifest is not None
+    record = manifest.shards[shard.shard_id]
+    if record.batch_id:
+        return SubmitOutcome(shard.shard_id, record.batch_id, reused=True)
+    if record.terminal:
+        return SubmitOutcome(
+            shard.shard_id, None, reused=False, waiting="cancelled before submission"
+        )
+    if adopted:
+        batch = client.retrieve_batch(adopted, provider=shard.provider)
+        _record_batch(client, store, name, shard.shard_id, BatchView.of(batch, shard.provider))
+        return SubmitOutcome(shard.shard_id, adopted, reused=True)
+    if record.state == "creating" and not assume_not_created:
+        found = _reconcile(client, name, record)
+        if found is not None:
+            _record_batch(client, store, name, shard.shard_id, found)
+            return SubmitOutcome(shard.shard_id, found.id, reused=True)
+        age = time.time() - (record.intent_at or 0.0)
+        if age < settle_seconds:
+            raise SubmissionUncertain(
+                f"{name}: the create of shard {shard.shard_id} was sent {age:.0f}s ago and its "
+                f"batch is not listed yet; re-run after {settle_seconds:.0f}s so a slow create is "
+                "not doubled"
+            )
+        log.info("%s: shard %s has no batch at the gateway; creating it", name, shard.shard_id)
+
+    waiting = gate.admit(record) if gate is not None else None
+    if waiting != record.waiting:
+        store.record(name, shard.shard_id, waiting=waiting)
+    if waiting:
+        return SubmitOutcome(shard.shard_id, None, reused=False, waiting=waiting)
+
+    traits = provider_traits(shard.provider)
+    input_file_id = record.input_file_id
+    if traits.submit_mode == "file" and not input_file_id:
+        with local_copy(shard.path) as shard_file:
+            uploaded = client.upload_file(shard_file, provider=shard.provider)
+        input_file_id = uploaded.id
+        store.record(name, shard.shard_id, input_file_id=input_file_id)
+
+    with store.update(name) as manifest:
+        current = manifest.shards[shard.shard_id]
+        if current.terminal or current.batch_id:  # cancelled or made meanwhile
+            return SubmitOutcome(shard.shard_id, current.batch_id, reused=bool(current.batch_id))
+        if current.state == "creating" and current.intent_at != record.intent_at:
+            # another submit wrote its intent since we looked: only one may create
+            raise SubmissionUncertain(
+                f"{name}: another submit is creating shard {shard.shard_id}; nothing was sent"
+            )
+        current.state, current.intent_at = "creating", time.time()
+    hold.check()  # the submit lock is still ours: no other submit can be creating this shard
+    try:
+        created = _create(client, name, shard, input_file_id, completion_window)
+    except GatewayStatusError as exc:
+        if exc.status_code < 500 and exc.status_code != 408:
+            # A refusal: nothing was created. Upload again next time, in case the file was
+            # what the gateway refused (expired, deleted, from another gateway).
+            store.record(name, shard.shard_id, state="pending", intent_at=None, input_file_id=None)
+            raise SubmissionError(f"{name}: shard {shard.shard_id} refused: {exc}") from None
+        return _after_unknown_outcome(client, store, name, shard, exc)
+    except (GatewayTimeoutError, GatewayConnectionError) as exc:
+        if not exc.request_sent:
+            store.record(name, shard.shard_id, state="pending", intent_at=None)
+            raise SubmissionError(f"{name}: shard {shard.shard_id} not sent: {exc}") from None
+        return _after_unknown_outcome(client, store, name, shard, exc)
+    _record_batch(client, store, name, shard.shard_id, BatchView.of(created, shard.provider))
+    return SubmitOutcome(shard.shard_id, created.id, reused=False)
+
+
+def _record_batch(
+    client: BifrostClient, store: ManifestStore, name: str, shard_id: str, view: BatchView
+) -> None:
+    """Record a shard's batch; cancel it at once if the file was cancelled meanwhile."""
+    record = store.record(
+        name,
+        shard_id,
+        state="submitted",
+        batch_id=view.id,
+        created_at=view.created_at or time.time(),
+        **status_fields(view),
+    )
+    if record.cancel_requested and not record.terminal:
+        log.info("%s: cancelling batch %s, asked while it was being created", name, view.id)
+        cancel_and_record(client, store, name, record)
+
+
+def _create(client: BifrostClient, name: str, shard: Shard, input_file_id: str | None, window: str):
+    """One create, asked again only after a 429 (a refusal: nothing was created)."""
+    inline = provider_traits(shard.provider).submit_mode == "inline"
+    with local_copy(shard.path) if inline else nullcontext(None) as requests_jsonl:
+        source = {"requests_jsonl": requests_jsonl} if inline else {"input_file_id": input_file_id}
+        deadline = time.monotonic() + MAX_RATE_LIMIT_WAIT_SECONDS
+        while True:
+            try:
+                return client.create_batch(
+                    model=f"{shard.provider}/{shard.model}",
+                    endpoint=shard.endpoint,
+                    completion_window=window,
+                    metadata={SHARD_KEY: shard.shard_id, INPUT_KEY: name},
+                    **source,
+                )
+            except RateLimitError as exc:
+                wait = exc.retry_after if exc.retry_after is not None else 2.0
+                if time.monotonic() + wait > deadline:
+                    raise
+                log.warning(
+                    "%s: create of shard %s rate-limited; retrying in %.1fs",
+                    name,
+                    shard.shard_id,
+                    wait,
+                )
+                time.sleep(wait)
+
+
+def _after_unknown_outcome(
+    client: BifrostClient, store: ManifestStore, name: str, shard: Shard, exc: GatewayError
+) -> SubmitOutcome:
+    """After an unknown outcome: adopt the batch if the gateway shows it, else stop clearly."""
+    record = store.load(name).shards[shard.shard_id]  # type: ignore[union-attr]
+    try:
+        found = _reconcile(client, name, record)
+    except GatewayError:
+        found = None
+    if found is not None:
+        log.info("%s: the lost create of shard %s made %s; adopted", name, shard.shard_id, found.id)
+        _record_batch(client, store, name, shard.shard_id, found)
+        return SubmitOutcome(shard.shard_id, found.id, reused=True)
+    how = (
+        "re-run later: the batch is looked up by its metadata before anything is created again"
+        if provider_traits(shard.provider).keeps_metadata
+        else f"check the {shard.provider} batches created since the intent time; then re-run with "
+        f"adopt={{{shard.shard_id!r}: BATCH_ID}} or assume_not_created=[{shard.shard_id!r}]"
+    )
+    raise SubmissionUncertain(
+        f"{name}: the create of shard {shard.shard_id} may or may not have made a batch "
+        f"({type(exc).__name__}: {exc}); nothing was sent again. To resolve it, {how}"
+    ) from None
+
+
+def _reconcile(client: BifrostClient, name: str, record: ShardRecord) -> BatchView | None:
+    """Find the batch an interrupted create made, by the shard id in its metadata.
+
+    Raises SubmissionUncertain where the provider keeps no metadata: there is nothing to prove
+    the absence of a batch with.
+    """
+    if not provider_traits(record.provider).keeps_metadata:
+        raise SubmissionUncertain(
+            f"{name}: a create of shard {record.shard_id} was sent at "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(record.intent_at or 0))} and "
+            f"its outcome is unknown; {record.provider} keeps no batch metadata to check it by. "
+            f"Look at the {record.provider} batches created since then and re-run with "
+            f"adopt={{{record.shard_id!r}: BATCH_ID}} or assume_not_created=[{record.shard_id!r}]"
+        )
+    for batch in client.list_batches(provider=record.provider):
+        meta = batch.metadata or {}
+        if meta.get(SHARD_KEY) == record.shard_id and meta.get(INPUT_KEY) == name:
+            return BatchView.of(batch, record.provider)
+    return None
+
+
+def cancel_and_record(
+    client: BifrostClient, store: ManifestStore, name: str, record: ShardRecord
+) -> bool:
+    """Cancel one shard's batch and record its state as the gateway then reports it (a cancel
+    answer lacks the output files and deadlines). False when it had finished already."""
+    try:
+        client.cancel_batch(record.batch_id, provider=record.provider)  # type: ignore[arg-type]
+    except GatewayStatusError as exc:
+        if exc.status_code not in (400, 409):
+            raise
+        return False  # it finished meanwhile: the next poll records how
+    batch = client.retrieve_batch(record.batch_id, provider=record.provider)  # type: ignore[arg-type]
+    store.record(name, record.shard_id, **status_fields(BatchView.of(batch, record.provider)))
+    return True
+
+
+def status_fields(view: BatchView) -> dict:
+    """The manifest fields that mirror a batch's latest status."""
+    return {
+        "status": view.status,
+        "terminal": view.terminal,
+        "request_counts": view.counts.model_dump() if view.counts else {},
+        "output_file_id": view.output_file_id,
+        "error_file_id": view.error_file_id,
+        "expires_at": view.expires_at,
+        "batch_errors": [e.model_dump(exclude_none=True) for e in view.errors],
+        "polled_at": time.time(),
+    }

@@ -1,0 +1,107 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from batch_pipeline.ledger.layout import DataLayout, LayoutError, partition_name
+from batch_pipeline.ledger.storage import atomic_write
+
+
+@pytest.mark.parametrize(
+    ("file_name", "expected"),
+    [
+        ("reviews.jsonl", "reviews"),
+        ("reviews.jsonl.gz", "reviews"),
+        ("eval_2026-11.v2.jsonl", "eval_2026-11.v2"),
+        ("a.retry-1.jsonl", "a.retry-1"),
+    ],
+)
+def test_partition_name_of_good_files(file_name: str, expected: str) -> None:
+    assert partition_name(file_name) == expected
+
+
+@pytest.mark.parametrize(
+    "file_name",
+    [
+        "../escape.jsonl",
+        "/etc/passwd.jsonl",
+        "sub/dir.jsonl",
+        "with space.jsonl",
+        "ünïcode.jsonl",
+        "..jsonl",
+        "a..b.jsonl",
+        ".hidden.jsonl",
+        "notes.txt",
+        "x" * 201 + ".jsonl",
+    ],
+)
+def test_partition_name_refuses_unsafe_names(file_name: str) -> None:
+    with pytest.raises(LayoutError) as info:
+        partition_name(file_name)
+    assert "\n" not in str(info.value)
+
+
+def test_input_file_refuses_symlink_out_of_root(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text("{}\n")
+    layout = DataLayout.at(tmp_path / "data")
+    layout.inbox.mkdir(parents=True)
+    (layout.inbox / "evil.jsonl").symlink_to(outside)
+    with pytest.raises(LayoutError, match="outside the data root"):
+        layout.input_file("evil")
+
+
+def test_input_file_accepts_symlink_within_root(tmp_path: Path) -> None:
+    layout = DataLayout.at(tmp_path)
+    layout.inbox.mkdir(parents=True)
+    (tmp_path / "real.jsonl").write_text("{}\n")
+    (layout.inbox / "ok.jsonl").symlink_to(tmp_path / "real.jsonl")
+    assert layout.input_file("ok").name == "ok.jsonl"
+
+
+def test_paths_stay_under_root(tmp_path: Path) -> None:
+    layout = DataLayout.at(tmp_path)
+    for path in (
+        layout.staging("a"),
+        layout.manifest("a"),
+        layout.results_file("a"),
+        layout.errors_file("a"),
+    ):
+        assert path.resolve().is_relative_to(tmp_path.resolve())
+    with pytest.raises(LayoutError):
+        layout.staging("../../etc")
+
+
+def test_new_inputs_waits_for_settled_files_and_reports_bad_names(tmp_path: Path) -> None:
+    layout = DataLayout.at(tmp_path)
+    layout.inbox.mkdir()
+    for name in ("old.jsonl", "fresh.jsonl", "known.jsonl", "bad name.jsonl", "readme.txt"):
+        (layout.inbox / name).write_text("{}\n")
+    os.utime(layout.inbox / "old.jsonl", (1, 1))
+    new, refused = layout.new_inputs(
+        {"known"}, settle_seconds=5, now=(layout.inbox / "fresh.jsonl").stat().st_mtime + 1
+    )
+    assert new == ["old"]
+    assert len(refused) == 1 and "bad name" in refused[0]
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_write(target) as handle:
+        handle.write(b"half")
+        raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_new_inputs_reports_broken_links_and_clashing_names(tmp_path: Path) -> None:
+    layout = DataLayout.at(tmp_path)
+    layout.inbox.mkdir()
+    (layout.inbox / "gone.jsonl").symlink_to(tmp_path / "nowhere.jsonl")
+    (layout.inbox / "twin.jsonl").write_text("{}\n")
+    (layout.inbox / "twin.jsonl.gz").write_bytes(b"")
+    new, refused = layout.new_inputs(set(), settle_seconds=0, now=2e9)
+    assert new == ["twin"]
+    assert any("gone.jsonl: cannot be read" in r for r in refused)
+    assert any("already input 'twin'" in r for r in refused)

@@ -1,0 +1,58 @@
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from batch_pipeline.ledger.layout import DataLayout
+from batch_pipeline.operations.outcomes import build_outcomes
+from batch_pipeline.operations.retry import attempt_of
+from batch_pipeline.results import PartitionWriter
+
+
+def _write(layout: DataLayout, name: str, ok: list[str], failed: list[str]) -> None:
+    original, attempt = attempt_of(name)
+    with PartitionWriter(
+        layout.results_file(name),
+        layout.errors_file(name),
+        collected_at=datetime.now(UTC),
+        original_file=original,
+        attempt=attempt,
+    ) as w:
+        for i, cid in enumerate(ok, 1):
+            w.add_result(custom_id=cid, input_line=i, output_text=f"{cid}@{attempt}")
+        for i, cid in enumerate(failed, len(ok) + 1):
+            w.add_error(
+                custom_id=cid,
+                input_line=i,
+                stage="expired",
+                retryable=True,
+                error_message=f"try {attempt}",
+            )
+
+
+def test_latest_success_else_latest_error(tmp_path: Path) -> None:
+    layout = DataLayout.at(tmp_path)
+    _write(layout, "a", ok=["x"], failed=["y", "z"])
+    _write(layout, "a.retry-1", ok=["y"], failed=["z"])
+    _write(layout, "b", ok=["x"], failed=[])
+    files = {f.original: f for f in build_outcomes(layout)}
+    assert {k: (f.rows, f.rebuilt) for k, f in files.items()} == {"a": (3, True), "b": (1, True)}
+    rows = duckdb.sql(
+        f"select custom_id, outcome, attempt, input_file, output_text, error_message "
+        f"from read_parquet('{files['a'].path}') order by custom_id"
+    ).fetchall()
+    assert rows == [
+        ("x", "succeeded", 1, "a", "x@1", None),
+        ("y", "succeeded", 2, "a.retry-1", "y@2", None),
+        ("z", "failed", 2, "a.retry-1", None, "try 2"),
+    ]
+    # nothing changed: nothing rebuilt; a new attempt rebuilds only its original
+    assert not any(f.rebuilt for f in build_outcomes(layout))
+    _write(layout, "a.retry-2", ok=["z"], failed=[])
+    rebuilt = {f.original: f.rebuilt for f in build_outcomes(layout)}
+    assert rebuilt == {"a": True, "b": False}
+    hive = duckdb.sql(
+        f"select original_file, count(*), count(*) filter (where outcome = 'succeeded') "
+        f"from read_parquet('{tmp_path}/outcomes/*/*.parquet', hive_partitioning=true) group by 1 order by 1"
+    ).fetchall()
+    assert hive == [("a", 3, 3), ("b", 1, 1)]

@@ -1,0 +1,249 @@
+"""Exactly-once submission against the emulator: reruns, crashes around a create, unknown outcomes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pipeline_support import (
+    anthropic_lines,
+    arm,
+    chat_lines,
+    counters,
+    creates_per_shard,
+    write_input,
+)
+
+from batch_pipeline.gateway import BifrostClient
+from batch_pipeline.inputs import InputOptions, InputPlan, ShardLimits, prepare_input
+from batch_pipeline.ledger.layout import DataLayout
+from batch_pipeline.ledger.manifest import ManifestStore
+from batch_pipeline.operations.submit import (
+    INPUT_KEY,
+    SHARD_KEY,
+    SubmissionError,
+    SubmissionUncertain,
+    register_plan,
+    submit_plan,
+)
+
+
+def _plan(root: Path, name: str, lines: list, **limits: int) -> InputPlan:
+    layout = DataLayout.at(root)
+    path = write_input(root, name, lines)
+    options = InputOptions(limits={"openai": ShardLimits(**limits)} if limits else {})
+    return prepare_input(path, layout.staging(name), options)
+
+
+@pytest.fixture
+def client(emulator):
+    with BifrostClient(emulator.base_url, max_retry_seconds=5) as c:
+        yield c
+
+
+def test_one_batch_per_shard_and_rerun_reuses(emulator, client, tmp_path: Path) -> None:
+    plan = _plan(
+        tmp_path,
+        "many",
+        chat_lines(25),
+        max_requests=10,
+        max_bytes=10**6,
+        max_bytes_per_request=10**5,
+    )
+    store = ManifestStore(tmp_path / "batches")
+    first = submit_plan(client, store, plan)
+    again = submit_plan(client, store, plan)
+    assert len(plan.shards) == 3
+    assert [o.reused for o in first] == [False] * 3
+    assert [o.reused for o in again] == [True] * 3
+    assert [o.batch_id for o in first] == [o.batch_id for o in again]
+    assert creates_per_shard(emulator.base_url) == {s.shard_id: 1 for s in plan.shards}
+    manifest = store.load("many")
+    assert all(r.state == "submitted" and r.batch_id for r in manifest.shards.values())
+
+
+def test_crash_after_intent_before_create_creates_once(emulator, client, tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "a", chat_lines(3))
+    store = ManifestStore(tmp_path / "batches")
+    register_plan(store, plan)
+    shard = plan.shards[0].shard_id
+    # the process died after writing the intent, before the create was sent
+    store.record("a", shard, state="creating", intent_at=1.0)
+    outcomes = submit_plan(client, store, plan)
+    assert not outcomes[0].reused
+    assert creates_per_shard(emulator.base_url) == {shard: 1}
+
+
+def test_crash_right_after_create_adopts_the_batch(emulator, client, tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "c", chat_lines(4))
+    store = ManifestStore(tmp_path / "batches")
+    shard = plan.shards[0]
+    # the create reached the gateway, then the process died before recording the id
+    uploaded = client.upload_file(shard.path, provider="openai")
+    made = client.create_batch(
+        model="openai/gpt-4o-mini",
+        endpoint=shard.endpoint,
+        input_file_id=uploaded.id,
+        metadata={SHARD_KEY: shard.shard_id, INPUT_KEY: "c"},
+    )
+    register_plan(store, plan)
+    store.record("c", shard.shard_id, state="creating", input_file_id=uploaded.id, intent_at=1.0)
+    outcomes = submit_plan(client, store, plan)
+    assert outcomes[0].batch_id == made.id and outcomes[0].reused
+    assert creates_per_shard(emulator.base_url) == {shard.shard_id: 1}
+
+
+def test_server_error_on_create_stops_then_rerun_creates_once(
+    emulator, client, tmp_path: Path
+) -> None:
+    plan = _plan(tmp_path, "d", chat_lines(3))
+    store = ManifestStore(tmp_path / "batches")
+    arm(emulator.base_url, kind="server_error", routes=["batch_create"], count=1, status=502)
+    with pytest.raises(SubmissionUncertain, match="may or may not have made a batch"):
+        submit_plan(client, store, plan)
+    record = store.load("d").shards[plan.shards[0].shard_id]
+    assert record.state == "creating" and record.batch_id is None
+    with pytest.raises(SubmissionUncertain, match="not listed yet"):
+        submit_plan(client, store, plan)  # too soon: a slow create might still show up
+    assert counters(emulator.base_url)["batches_created"] == 0
+    # once settled: no batch carries the shard id, so create it
+    submit_plan(client, store, plan, settle_seconds=0)
+    assert creates_per_shard(emulator.base_url) == {plan.shards[0].shard_id: 1}
+
+
+def test_rate_limited_create_is_asked_again(emulator, client, tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "e", chat_lines(3))
+    store = ManifestStore(tmp_path / "batches")
+    arm(emulator.base_url, kind="rate_limit", routes=["batch_create"], count=2, retry_after=0.1)
+    outcomes = submit_plan(client, store, plan)
+    assert not outcomes[0].reused
+    assert creates_per_shard(emulator.base_url) == {plan.shards[0].shard_id: 1}
+    assert counters(emulator.base_url)["faults_fired"]["rate_limit"] == 2
+
+
+def test_refused_create_clears_the_intent(emulator, client, tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "f", chat_lines(2))
+    store = ManifestStore(tmp_path / "batches")
+    register_plan(store, plan)
+    store.record("f", plan.shards[0].shard_id, input_file_id="file-does-not-exist")
+    with pytest.raises(SubmissionError, match="refused"):
+        submit_plan(client, store, plan)
+    record = store.load("f").shards[plan.shards[0].shard_id]
+    assert record.state == "pending" and record.intent_at is None
+    assert record.input_file_id is None  # the refused upload is not reused
+    assert counters(emulator.base_url)["batches_created"] == 0
+    submit_plan(client, store, plan)  # uploads again and creates
+    assert creates_per_shard(emulator.base_url) == {plan.shards[0].shard_id: 1}
+
+
+def test_anthropic_unknown_outcome_stops_until_resolved(emulator, client, tmp_path: Path) -> None:
+    layout = DataLayout.at(tmp_path)
+    path = write_input(tmp_path, "claude", anthropic_lines(3))
+    plan = prepare_input(path, layout.staging("claude"), InputOptions())
+    store = ManifestStore(tmp_path / "batches")
+    register_plan(store, plan)
+    shard = plan.shards[0].shard_id
+    store.record("claude", shard, state="creating", intent_at=1.0)
+    with pytest.raises(SubmissionUncertain, match="keeps no batch metadata") as info:
+        submit_plan(client, store, plan)
+    assert "assume_not_created" in str(info.value) and "\n" not in str(info.value)
+    assert counters(emulator.base_url)["batches_created"] == 0
+    outcomes = submit_plan(client, store, plan, assume_not_created=[shard])
+    assert not outcomes[0].reused
+    assert counters(emulator.base_url)["batches_created"] == 1
+
+
+def test_changed_input_after_submission_is_refused(emulator, client, tmp_path: Path) -> None:
+    store = ManifestStore(tmp_path / "batches")
+    submit_plan(client, store, _plan(tmp_path, "g", chat_lines(3)))
+    changed = _plan(tmp_path, "g", chat_lines(4))
+    with pytest.raises(SubmissionError, match="changed after its batches were submitted"):
+        submit_plan(client, store, changed)
+
+
+def test_two_submits_of_one_file_never_run_at_once(emulator, client, tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "h", chat_lines(3))
+    store = ManifestStore(tmp_path / "batches")
+    with store.exclusive("h", "submit"), pytest.raises(SubmissionError, match="another submit"):
+        submit_plan(client, store, plan)
+    assert counters(emulator.base_url)["files_uploaded"] == 0
+    submit_plan(client, store, plan)
+    assert creates_per_shard(emulator.base_url) == {plan.shards[0].shard_id: 1}
+
+
+def test_cancel_during_a_create_cancels_the_batch_it_made(emulator, client, tmp_path: Path) -> None:
+    from batch_pipeline.operations.cancel import cancel_partition
+
+    plan = _plan(
+        tmp_path, "k", chat_lines(3), max_requests=1, max_bytes=10**6, max_bytes_per_request=10**5
+    )
+    store = ManifestStore(tmp_path / "batches")
+    register_plan(store, plan)
+    first, second, third = (s.shard_id for s in plan.shards)
+    store.record("k", first, state="creating", intent_at=1.0)  # its create is "in flight"
+    report = cancel_partition(client, store, "k")
+    assert sorted(report.never_submitted) == sorted([second, third])
+    submit_plan(client, store, plan)  # the in-flight create lands: its batch is cancelled at once
+    manifest = store.load("k")
+    assert manifest.shards[first].batch_id and manifest.shards[first].status in (
+        "cancelling",
+        "cancelled",
+    )
+    assert manifest.shards[second].batch_id is None and manifest.shards[second].terminal
+    assert counters(emulator.base_url)["batches_created"] == 1
+
+
+def test_plan_is_frozen_once_shards_were_sent(emulator, client, tmp_path: Path) -> None:
+    from batch_pipeline.operations.submit import plan_to_submit
+
+    layout = DataLayout.at(tmp_path)
+    path = write_input(tmp_path, "m", chat_lines(6))
+    store = ManifestStore(tmp_path / "batches")
+    small = InputOptions(
+        limits={"openai": ShardLimits(max_requests=2, max_bytes=10**6, max_bytes_per_request=10**5)}
+    )
+    plan = plan_to_submit(store, "m", path, layout.staging("m"), small)
+    submit_plan(client, store, plan)
+    # other sharding settings later: the submitted plan stands (re-sharding would orphan batches)
+    again = plan_to_submit(store, "m", path, layout.staging("m"), InputOptions())
+    assert [s.shard_id for s in again.shards] == [s.shard_id for s in plan.shards]
+    # a changed file is refused, and its staging is left as submitted
+    write_input(tmp_path, "m", chat_lines(7))
+    with pytest.raises(SubmissionError, match="changed after its batches were submitted"):
+        plan_to_submit(store, "m", path, layout.staging("m"), small)
+    assert InputPlan.load(layout.staging("m")).input_sha256 == plan.input_sha256
+
+
+def test_two_collects_of_one_file_never_run_at_once(emulator, client, tmp_path: Path) -> None:
+    from batch_pipeline.operations.collect import CollectError, collect_partition
+
+    layout = DataLayout.at(tmp_path)
+    plan = prepare_input(
+        write_input(tmp_path, "n", chat_lines(2)), layout.staging("n"), InputOptions()
+    )
+    store = ManifestStore(tmp_path / "batches")
+    submit_plan(client, store, plan)
+    with store.exclusive("n", "collect"), pytest.raises(CollectError, match="another collect"):
+        collect_partition(client, layout, store, "n")
+
+
+def test_an_intent_written_by_another_submit_stops_this_one(
+    emulator, client, tmp_path: Path, monkeypatch
+) -> None:
+    """If another submit got in (a lease lost on S3) and wrote its intent while this one was
+    uploading, this one stops before its create: only one may create a shard."""
+    plan = _plan(tmp_path, "raced", chat_lines(2))
+    store = ManifestStore(tmp_path / "batches")
+    (shard,) = plan.shards
+    upload = client.upload_file
+
+    def upload_then_race(*args, **kwargs):
+        uploaded = upload(*args, **kwargs)
+        store.record("raced", shard.shard_id, state="creating", intent_at=123.0)
+        return uploaded
+
+    monkeypatch.setattr(client, "upload_file", upload_then_race)
+    with pytest.raises(SubmissionUncertain, match="another submit is creating shard"):
+        submit_plan(client, store, plan)
+    assert counters(emulator.base_url)["batches_created"] == 0
+    assert store.load("raced").shards[shard.shard_id].intent_at == 123.0  # theirs, untouched
