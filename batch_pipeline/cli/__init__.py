@@ -86,4 +86,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("batch-pipeline: interrupted", file=sys.stderr)
         return 130
-

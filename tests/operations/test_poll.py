@@ -85,8 +85,8 @@ def test_a_manifest_locked_elsewhere_is_left_for_the_next_tick(
     client, s3_bucket, monkeypatch
 ) -> None:
     """On S3 a dead pod's lease holds a manifest for a minute: the tick skips that file."""
-    from batch_pipeline.operations import poll
     from batch_pipeline.ledger.storage import data_root, lock
+    from batch_pipeline.operations import poll
 
     monkeypatch.setattr(poll, "MANIFEST_WAIT_SECONDS", 0.3)
     store = _store(data_root(s3_bucket.url()) / "batches", ["batch_elsewhere"])

@@ -16,6 +16,7 @@ import pyarrow.dataset as ds
 import pytest
 from results_helpers import read_rows
 
+from batch_pipeline.cli import convert as results_cli
 from batch_pipeline.results import (
     ERRORS_SCHEMA,
     RESULTS_SCHEMA,
@@ -24,7 +25,6 @@ from batch_pipeline.results import (
     PartitionWriter,
     results_to_parquet,
 )
-from batch_pipeline.cli import convert as results_cli
 
 CHAT_OK = {
     "id": "batch_req_1",
