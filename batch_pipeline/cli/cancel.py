@@ -9,7 +9,7 @@ import sys
 from batch_pipeline.cli import add_data_dir_argument
 from batch_pipeline.gateway import BifrostClient
 from batch_pipeline.ledger.manifest import ManifestStore
-from batch_pipeline.operations.cancel import cancel_partition
+from batch_pipeline.operations.cancel import CancelError, cancel_partition
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         layout.manifest(args.name)  # checks the name
         with BifrostClient(gateway, api_key=os.environ.get("BIFROST_API_KEY") or None) as client:
             report = cancel_partition(client, store, args.name)
-    except (FileNotFoundError, GatewayError, LayoutError) as exc:
+    except (CancelError, GatewayError, LayoutError) as exc:
         print(f"batch-pipeline cancel: {exc}", file=sys.stderr)
         return 1
     print(

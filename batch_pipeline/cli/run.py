@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batch_pipeline.cli import add_data_dir_argument
+from batch_pipeline.errors import BatchPipelineError
 from batch_pipeline.ledger.layout import DataLayout, LayoutError, partition_name
 from batch_pipeline.ledger.manifest import ManifestStore
 from batch_pipeline.ledger.storage import DataPath, copy_into, is_local, read_parquet
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
-class RunError(Exception):
+class RunError(BatchPipelineError):
     """The run could not start or finish; one line says why."""
 
 

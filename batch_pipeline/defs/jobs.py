@@ -7,7 +7,7 @@ from pydantic import Field
 from batch_pipeline.defs.partitions import input_files
 from batch_pipeline.defs.resources import GatewayResource, PipelineSettings
 from batch_pipeline.ledger.layout import LayoutError
-from batch_pipeline.operations.cancel import cancel_partition
+from batch_pipeline.operations.cancel import CancelError, cancel_partition
 from batch_pipeline.operations.retry import RetryError, write_retry_wave
 
 submit_job = dg.define_asset_job(
@@ -79,7 +79,7 @@ def cancel_file_batches(
     try:
         with gateway.client() as client:
             report = cancel_partition(client, pipeline.store(), context.partition_key)
-    except FileNotFoundError as exc:
+    except CancelError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     context.log.info(
         f"cancel requested for {len(report.cancelled)} batch(es); "

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from batch_pipeline.errors import BatchPipelineError
 from batch_pipeline.gateway.models import BifrostError
 
 MAX_MESSAGE_CHARS = 300
@@ -34,7 +35,7 @@ def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-class GatewayError(Exception):
+class GatewayError(BatchPipelineError):
     """Base of everything the gateway client raises; `retryable` says whether trying later may help."""
 
     retryable: ClassVar[bool] = False

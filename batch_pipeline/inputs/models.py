@@ -8,6 +8,7 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from batch_pipeline.errors import BatchPipelineError
 from batch_pipeline.ledger.storage import DataPath
 from batch_pipeline.providers import PROVIDERS, SubmitMode
 
@@ -180,7 +181,7 @@ def _relative(path: DataPath, base: DataPath) -> str:
     return str(path)[len(prefix) :]
 
 
-class InputRejected(Exception):
+class InputRejected(BatchPipelineError):
     """An input file with problems under the `reject` policy; `report` lists every problem."""
 
     def __init__(self, report: ValidationReport) -> None:

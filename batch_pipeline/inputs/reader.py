@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from batch_pipeline.errors import BatchPipelineError
+
 CHUNK_BYTES = 4 << 20  # one read, hashed at once, whose complete lines make one block
 GZIP_CHUNK_BYTES = 1 << 20  # smaller for gzip: what precedes a corrupt spot is still read
 WINDOW_BYTES = 64 * 1024  # lines are split off a block about this much at a time
@@ -42,7 +44,7 @@ _FOREIGN_MAGIC = (
 )
 
 
-class InputChanged(OSError):
+class InputChanged(BatchPipelineError, OSError):
     """The input file changed while it was being read: its content is not one version."""
 
 

@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from batch_pipeline.errors import BatchPipelineError
 from batch_pipeline.ledger.storage import DataPath, data_root, is_local, list_names
 
 INPUT_SUFFIXES = (".jsonl.gz", ".jsonl")
@@ -19,7 +20,7 @@ INPUT_SUFFIXES = (".jsonl.gz", ".jsonl")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 
 
-class LayoutError(ValueError):
+class LayoutError(BatchPipelineError, ValueError):
     """A file or partition name the pipeline refuses, with a one-line reason."""
 
 

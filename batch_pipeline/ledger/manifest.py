@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from batch_pipeline.errors import BatchPipelineError
 from batch_pipeline.ledger.layout import check_name
 from batch_pipeline.ledger.storage import (
     DataPath,
@@ -31,7 +32,7 @@ ShardState = Literal["pending", "creating", "submitted"]
 SETTLED_DIR = ".settled"  # beside the manifests: one empty marker per settled input file
 
 
-class ManifestBusy(Exception):
+class ManifestBusy(BatchPipelineError):
     """Another process holds the same work on the same input file."""
 
 

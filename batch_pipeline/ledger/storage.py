@@ -32,6 +32,8 @@ import orjson
 from fsspec.asyn import sync
 from upath import UPath
 
+from batch_pipeline.errors import BatchPipelineError
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -45,7 +47,7 @@ CLOCK_SKEW_SECONDS = 10.0
 _REMOTE_PROTOCOLS = ("s3",)
 
 
-class StorageError(OSError):
+class StorageError(BatchPipelineError, OSError):
     """The data root cannot do what was asked (unsupported URL, a lock that stays taken)."""
 
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from batch_pipeline.errors import BatchPipelineError
 from batch_pipeline.gateway import BifrostClient
 from batch_pipeline.ledger.manifest import ManifestStore
 from batch_pipeline.operations.submit import cancel_and_record
 
 CANCELLED = "cancelled"
+
+
+class CancelError(BatchPipelineError):
+    """There is nothing to cancel; the message says why."""
 
 
 @dataclass
@@ -22,7 +27,7 @@ class CancelReport:
 def cancel_partition(client: BifrostClient, store: ManifestStore, name: str) -> CancelReport:
     """Cancel what is still running of input file `name` and record it in its manifest."""
     if store.load(name) is None:
-        raise FileNotFoundError(f"{name}: nothing was submitted, so there is nothing to cancel")
+        raise CancelError(f"{name}: nothing was submitted, so there is nothing to cancel")
     report = CancelReport()
     with store.update(name) as current:
         # under the lock, so a submit cannot create what is being cancelled: it checks first

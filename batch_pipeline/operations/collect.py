@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from batch_pipeline.errors import BatchPipelineError
 from batch_pipeline.gateway import (
     BifrostClient,
     GatewayError,
@@ -35,7 +36,7 @@ from batch_pipeline.results import BatchCollector, BatchContext, CollectStats, P
 SAMPLE = 20
 
 
-class CollectError(Exception):
+class CollectError(BatchPipelineError):
     """The input file cannot be collected yet (or at all); the message says why."""
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from batch_pipeline.errors import BatchPipelineError
 from batch_pipeline.inputs import InputPlan
 from batch_pipeline.ledger.manifest import ManifestStore
 
@@ -48,11 +49,11 @@ DEFAULT_PRICES: dict[str, Price] = {
 }
 
 
-class BudgetExceeded(Exception):
+class BudgetExceeded(BatchPipelineError):
     """Submitting would exceed a configured budget; nothing was submitted."""
 
 
-class PriceTableError(ValueError):
+class PriceTableError(BatchPipelineError, ValueError):
     """A price table file or override that cannot be used."""
 
 

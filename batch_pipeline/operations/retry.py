@@ -11,6 +11,7 @@ import gzip
 import re
 from dataclasses import dataclass
 
+from batch_pipeline.errors import BatchPipelineError
 from batch_pipeline.ledger.layout import DataLayout
 from batch_pipeline.ledger.storage import DataPath, atomic_write, read_parquet
 
@@ -18,7 +19,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 _RETRY_NAME = re.compile(r"(?P<original>.+)\.retry-(?P<n>[1-9][0-9]*)")
 
 
-class RetryError(Exception):
+class RetryError(BatchPipelineError):
     """No retry wave can be written; the message says why."""
 
 

@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from batch_pipeline.errors import BatchPipelineError
 from batch_pipeline.gateway import (
     BatchView,
     BifrostClient,
@@ -42,7 +43,7 @@ MAX_RATE_LIMIT_WAIT_SECONDS = 120.0
 CREATE_SETTLE_SECONDS = 60.0
 
 
-class SubmissionError(Exception):
+class SubmissionError(BatchPipelineError):
     """Submission stopped; the message says why and what to do."""
 
 
