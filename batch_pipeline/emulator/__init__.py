@@ -19,6 +19,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from batch_pipeline.errors import PipelineError
+
 if TYPE_CHECKING:
     from batch_pipeline.emulator.config import EmulatorConfig, Fault
     from batch_pipeline.emulator.counters import fingerprint_requests
@@ -42,7 +44,19 @@ __all__ = [
 ]
 
 
+# What the `emulator` extra installs: the server's dependencies.
+_EXTRA_MODULES = ("starlette", "uvicorn", "multipart", "python_multipart", "anyio")
+
+
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+    try:
+        module = importlib.import_module(_EXPORTS[name])
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in _EXTRA_MODULES:
+            raise PipelineError(
+                "the emulator needs its extra: pip install 'batch-pipeline[emulator]'"
+            ) from None
+        raise
+    return getattr(module, name)

@@ -90,8 +90,10 @@ class AdminRoutes:
             if not isinstance(data, dict):
                 return _problem(400, "expected a JSON object of settings")
             self.rt.update_settings(data)
-        config = self.rt.config.model_dump(mode="json", exclude={"api_keys", "faults"})
-        config["auth_required"] = bool(self.rt.config.api_keys)
+        config = self.rt.config.model_dump(
+            mode="json", exclude={"api_keys", "virtual_keys", "faults"}
+        )
+        config["auth_required"] = bool(self.rt.config.api_keys or self.rt.config.virtual_keys)
         return json_response(config)
 
     async def _reset(self, request: Request) -> Response:

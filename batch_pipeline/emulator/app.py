@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import unquote
 
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -37,6 +38,11 @@ def make_providers() -> dict[str, ProviderBatches]:
         "azure": OpenAIBatches("azure"),
         "anthropic": AnthropicBatches(),
     }
+
+
+def _matches(value: str, keys: tuple[SecretStr, ...]) -> bool:
+    """Whether `value` is one of `keys`, compared in constant time."""
+    return any(hmac.compare_digest(value.encode(), k.get_secret_value().encode()) for k in keys)
 
 
 def _match(pattern: tuple[str, ...], segments: list[str]) -> list[str] | None:
@@ -116,10 +122,20 @@ class EmulatorApp:
             return error_response(failure, call.request_type, call.provider)
 
     def _check_auth(self, request: Request) -> None:
-        keys = self.rt.config.api_keys
-        if not keys:
+        config = self.rt.config
+        if config.virtual_keys:
+            virtual = request.headers.get("x-bf-vk")
+            if not virtual:
+                raise ApiError(
+                    401, "virtual key is required: send it as x-bf-vk", type="authentication_error"
+                )
+            if not _matches(virtual, config.virtual_keys):
+                raise ApiError(401, "invalid virtual key", type="authentication_error")
+        if not config.api_keys:
             return
-        presented = [request.headers.get(name) for name in KEY_HEADERS]
+        # with virtual keys required too, the API key must come in a header of its own
+        headers = KEY_HEADERS[1:] if config.virtual_keys else KEY_HEADERS
+        presented = [request.headers.get(name) for name in headers]
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             presented.append(token.strip())
@@ -130,11 +146,8 @@ class EmulatorApp:
                 "virtual key is required: send it as x-bf-vk or Authorization: Bearer",
                 type="authentication_error",
             )
-        for value in offered:
-            for key in keys:
-                if hmac.compare_digest(value.encode(), key.get_secret_value().encode()):
-                    return
-        raise ApiError(401, "invalid virtual key", type="authentication_error")
+        if not any(_matches(value, config.api_keys) for value in offered):
+            raise ApiError(401, "invalid virtual key", type="authentication_error")
 
     async def _hold_answer(self, request_type: str) -> None:
         """slow_answer: the request was handled; its answer is late (the client may give up)."""

@@ -79,6 +79,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(sent as Authorization: Bearer, x-bf-vk or x-api-key)",
     )
     parser.add_argument(
+        "--virtual-key-env",
+        metavar="VAR",
+        help="require a Bifrost virtual key as x-bf-vk: comma-separated keys read from "
+        "environment variable VAR (with --api-key-env, both are required)",
+    )
+    parser.add_argument(
         "--fault", action="append", default=[], metavar="SPEC", help="arm a fault at start"
     )
     parser.add_argument(
@@ -116,12 +122,13 @@ def build_config(args: argparse.Namespace) -> Any:
 
     values: dict[str, Any] = {"host": args.host, "port": args.port, "state_dir": args.state_dir}
     values.update({name: getattr(args, name) for name in KNOBS if getattr(args, name) is not None})
-    if args.api_key_env:
-        raw = os.environ.get(args.api_key_env, "")
-        keys = [key.strip() for key in raw.split(",") if key.strip()]
-        if not keys:
-            raise ValueError(f"environment variable {args.api_key_env} holds no key")
-        values["api_keys"] = tuple(keys)
+    for field, variable in (("api_keys", args.api_key_env), ("virtual_keys", args.virtual_key_env)):
+        if variable:
+            raw = os.environ.get(variable, "")
+            keys = [key.strip() for key in raw.split(",") if key.strip()]
+            if not keys:
+                raise ValueError(f"environment variable {variable} holds no key")
+            values[field] = tuple(keys)
     values["faults"] = tuple(parse_fault(spec) for spec in args.fault)
     if args.tls_certfile or args.tls_keyfile:
         values.update(tls_certfile=args.tls_certfile, tls_keyfile=args.tls_keyfile)
@@ -142,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"batch-pipeline emulator: {exc}", file=sys.stderr)
         return 2
-    from batch_pipeline.emulator.server import EmbeddedEmulator, EmulatorStartError
+    from batch_pipeline.emulator import EmbeddedEmulator, EmulatorStartError
 
     emulator = EmbeddedEmulator(config)
     try:

@@ -96,6 +96,11 @@ class EmulatorConfig(BaseModel):
     api_keys: tuple[SecretStr, ...] = Field(
         default=(), description="when set, /v1 requests need one of these keys"
     )
+    virtual_keys: tuple[SecretStr, ...] = Field(
+        default=(),
+        description="when set, /v1 requests need one of these Bifrost virtual keys as x-bf-vk "
+        "(and, with api_keys, one of those as well, in another header)",
+    )
     faults: tuple[Fault, ...] = Field(default=(), description="faults armed at start")
     retrieve_404_seconds: float = Field(
         default=0.0, ge=0, description="a batch retrieve answers 404 this long after create"

@@ -50,6 +50,29 @@ def test_required_key(keyed: httpx.Client, headers: dict, status: int) -> None:
     assert http.get("/_emulator/health").status_code == 200
 
 
+VIRTUAL = "sk-bf-vk-456"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Authorization": f"Bearer {KEY}"}, 401),  # no virtual key
+        ({"x-bf-vk": VIRTUAL}, 401),  # no API key
+        ({"x-bf-vk": KEY}, 401),  # the API key is not a virtual key
+        ({"Authorization": f"Bearer {VIRTUAL}", "x-bf-vk": VIRTUAL}, 401),
+        ({"Authorization": f"Bearer {KEY}", "x-bf-vk": "wrong"}, 401),
+        ({"Authorization": f"Bearer {KEY}", "x-bf-vk": VIRTUAL}, 200),
+    ],
+)
+def test_required_key_and_virtual_key(
+    emulator_factory, client_for, headers: dict, status: int
+) -> None:
+    emulator = emulator_factory(api_keys=(KEY,), virtual_keys=(VIRTUAL,))
+    response = client_for(emulator).get("/v1/batches", params=OPENAI, headers=headers)
+    assert response.status_code == status, response.text
+    assert KEY not in response.text and VIRTUAL not in response.text
+
+
 def test_key_never_shown(emulator_factory, client_for) -> None:
     emulator = emulator_factory(api_keys=(KEY,))
     config = client_for(emulator).get("/_emulator/config").json()
@@ -141,10 +164,10 @@ def test_help_documents_every_knob() -> None:
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices["emulator"]  # type: ignore[union-attr]
     text = sub.format_help()
-    skipped = {"api_keys", "faults"}
+    skipped = {"api_keys", "virtual_keys", "faults"}
     for name in set(EmulatorConfig.model_fields) - skipped:
         assert "--" + name.replace("_", "-") in text, name
-    assert "--api-key-env" in text and "--fault" in text
+    assert "--api-key-env" in text and "--virtual-key-env" in text and "--fault" in text
 
 
 def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
