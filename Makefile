@@ -1,4 +1,5 @@
 # Set-up commands: `make demo` and `make test`. Both create .venv when it is missing.
+# `make test` is the whole gate: ruff (lint and format), mypy (types), then every test.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -21,6 +22,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -1,10 +1,14 @@
-"""The Dagster code location: every object under `defs/`, loaded by name."""
+"""This package's code location: every `defs.yaml` under `batch_pipeline/defs/`, loaded by
+Dagster's folder loader, installed or not."""
 
 from pathlib import Path
 
 import dagster as dg
 
+import batch_pipeline.defs
+
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    tree = dg.ComponentTree(defs_module=batch_pipeline.defs, project_root=Path(__file__).parent)
+    return tree.build_defs()

@@ -1,12 +1,12 @@
 """Benchmark: one input file from drop to Parquet through the whole pipeline (issue 8).
 
 A seeded file of OpenAI chat requests (about 5% of them fail on purpose with 400/429/500) goes
-through `runner.run_files`, the code behind `batch-pipeline run`: the same Dagster assets and
+through the driver behind `batch-pipeline run`: the same Dagster assets and
 status sensor as production, in the foreground. The emulator runs in this process at its maximum
 speed (no validation or finalizing delay, unbounded requests per second), while the pipeline
 runs in its own Python process, so its peak RSS is its own and the two do not share a GIL.
 
-Figures: the time from the drop (the call of run_files) to the Parquet tables (the end of the
+Figures: the time from the drop (the start of the run) to the Parquet tables (the end of the
 collect step), split into the pipeline's phases from Dagster's step timings (validate + shard,
 upload + create, waiting for the batches, collect = download + Parquet + invariant check), and
 the emulator's own processing time from its batch records (`GET /_emulator/batches/{id}`: first
@@ -81,10 +81,11 @@ def generate(path: Path, lines: int, seed: int) -> None:
 
 
 def run_pipeline(path: Path, base_url: str, data_dir: Path, poll_interval: float) -> dict:
-    """Run the file through `run_files` in this process; its timeline, phases and RSS."""
+    """Run the file as `batch-pipeline run` does, in this process; its timeline, phases and RSS."""
     import dagster as dg
 
-    from batch_pipeline.cli.run import run_files
+    from batch_pipeline.integration.driver import PipelineDriver, dagster_instance
+    from batch_pipeline.integration.loading import load_pipeline
     from batch_pipeline.ledger.manifest import ManifestStore
 
     rss_after_imports = _current_rss_mib()
@@ -104,13 +105,12 @@ def run_pipeline(path: Path, base_url: str, data_dir: Path, poll_interval: float
         ticks += "batches finished" in message
 
     dropped = time.time()
-    summary = run_files(
-        [path],
-        gateway_url=base_url,
-        data_dir=data_dir,
-        poll_interval=poll_interval,
-        progress=progress,
-    )
+    defs, pipeline = load_pipeline()
+    with dagster_instance() as instance:
+        driver = PipelineDriver(
+            defs, pipeline, instance, gateway_url=base_url, data_root=str(data_dir)
+        )
+        summary = driver.run([path], poll_interval=poll_interval, progress=progress)
     finished = time.time()
     sampling.set()
     sampler.join()
@@ -148,7 +148,7 @@ def _current_rss_mib() -> float:
 
 def _child(args: list[str], profile: int) -> None:
     path, base_url, data_dir, poll_interval = args
-    # Imports are not part of the measured time; run_files would import these lazily.
+    # Imports are not part of the measured time; the run would import these lazily.
 
     if not profile:
         print(json.dumps(run_pipeline(Path(path), base_url, Path(data_dir), float(poll_interval))))
@@ -208,9 +208,9 @@ def emulator_window(base_url: str, batch_ids: list[str]) -> dict:
 def phases(run: dict) -> list[tuple[str, float, float]]:
     """The drop-to-Parquet timeline cut into back-to-back phases: (name, start, end)."""
     steps = run["steps"]
-    validate_start, validate_end = steps["batch_input"]
-    create_start, create_end = steps["submitted_batches"]
-    collect_start, parquet = steps["collected_batches"]
+    validate_start, validate_end = steps["demo__batch_input"]
+    create_start, create_end = steps["demo__submitted_batches"]
+    collect_start, parquet = steps["demo__collect"]
     return [
         ("start-up (inbox copy, Dagster instance)", run["dropped"], validate_start),
         ("validate + shard", validate_start, validate_end),

@@ -2,9 +2,9 @@
 
 baseline          one `BifrostClient.retrieve_batch` after the other, for every batch
 retrieve_batches  `BifrostClient.retrieve_batches` (concurrent, default max_workers), HTTP only
-sweep             `poll.poll_in_flight(max_batches=all)`: read every manifest, retrieve every
+sweep             `poll.poll_batches(max_batches=all)`: read every manifest, retrieve every
                   in-flight batch concurrently, write the statuses back (what a tick does)
-sensor tick       `poll.poll_in_flight` with the sensor's default max_polls_per_tick (500),
+sensor tick       `poll.poll_batches` with the sensor's default max_polls_per_tick (500),
                   ticked with the sensor's round-robin cursor until every batch was polled
 
 The emulator runs in this process; the batches are created directly through the gateway client
@@ -57,7 +57,8 @@ def create_batches(base_url: str, data_root: Path, count: int, seed: int) -> int
 
     from batch_pipeline.gateway import BatchView, BifrostClient
     from batch_pipeline.ledger.manifest import ManifestStore, ShardRecord
-    from batch_pipeline.operations.submit import INPUT_KEY, SHARD_KEY, status_fields
+    from batch_pipeline.operations.poll import status_fields
+    from batch_pipeline.operations.submit import INPUT_KEY, SHARD_KEY
 
     rng = random.Random(seed)
     shards = {
@@ -123,24 +124,20 @@ def _inline_requests(shard: int, rng) -> list[dict]:
 
 def run_variant(variant: str, base_url: str, data_root: Path, repeat: int) -> dict:
     """One variant in this process: the best sweep time of `repeat`, and what it covered."""
-    from batch_pipeline.defs.resources import PipelineSettings
+    from batch_pipeline import PipelineSettings
     from batch_pipeline.gateway import BifrostClient
     from batch_pipeline.ledger.manifest import ManifestStore
-    from batch_pipeline.operations.poll import poll_in_flight
+    from batch_pipeline.operations.poll import in_flight_batches, poll_batches
 
     store = ManifestStore(data_root / "batches")
-    refs = [
-        (record.batch_id, record.provider)
-        for name in store.names()
-        for record in store.load(name).shards.values()
-        if record.in_flight
-    ]
     best: dict | None = None
     for _ in range(repeat):
-        started_wall = time.time()
         started = time.perf_counter()
         extra: dict = {}
         with BifrostClient(base_url) as client:
+            # what a tick reads first: the manifests, then which of their batches are in flight
+            batches = in_flight_batches(store.load(n) for n in store.names())
+            refs = [(r.batch_id, r.provider) for r in batches]
             if variant == "baseline":
                 answers = [client.retrieve_batch(i, provider=p) for i, p in refs]
                 polled = len(answers)
@@ -148,17 +145,13 @@ def run_variant(variant: str, base_url: str, data_root: Path, repeat: int) -> di
                 answered = client.retrieve_batches(refs)
                 polled = sum(1 for a in answered.values() if not isinstance(a, Exception))
             elif variant == "sweep":
-                report = poll_in_flight(client, store, max_batches=len(refs))
-                polled = report.polled - len(report.problems)
+                report = poll_batches(client, batches, max_batches=len(batches))
+                polled = len(report.states)
             else:
-                per_tick = PipelineSettings.model_fields["max_polls_per_tick"].default
-                extra = _sensor_ticks(client, store, len(refs), per_tick)
+                per_tick = PipelineSettings(name="bench").sensors.max_polls_per_tick
+                extra = _sensor_ticks(client, batches, per_tick)
                 polled = extra["covered"]
         seconds = time.perf_counter() - started
-        if variant in ("sweep", "sensor_tick"):
-            stale = _not_polled_since(store, started_wall)
-            if stale:
-                raise RuntimeError(f"{variant}: {stale} batches were not polled in the sweep")
         if polled != len(refs):
             raise RuntimeError(f"{variant}: {polled} of {len(refs)} batches answered")
         run = {"seconds": seconds, "batches": len(refs), **extra}
@@ -169,27 +162,19 @@ def run_variant(variant: str, base_url: str, data_root: Path, repeat: int) -> di
     return best
 
 
-def _sensor_ticks(client, store, in_flight: int, per_tick: int) -> dict:
-    """Tick like batch_status_sensor (default max_polls_per_tick, cursor = next_offset) until
-    the ticks together polled every in-flight batch once."""
-    from batch_pipeline.operations.poll import poll_in_flight
+def _sensor_ticks(client, batches: list, per_tick: int) -> dict:
+    """Tick like the status sensor (default max_polls_per_tick, cursor = next_offset) until
+    the ticks together learned the state of every in-flight batch once."""
+    from batch_pipeline.operations.poll import poll_batches
 
-    offset, covered, ticks, slowest = 0, 0, 0, 0.0
-    while covered < in_flight:
+    offset, known, ticks, slowest = 0, {}, 0, 0.0
+    while len(known) < len(batches):
         started = time.perf_counter()
-        report = poll_in_flight(client, store, max_batches=per_tick, offset=offset)
+        report = poll_batches(client, batches, max_batches=per_tick, offset=offset)
         slowest = max(slowest, time.perf_counter() - started)
-        offset, covered, ticks = report.next_offset, covered + report.polled, ticks + 1
-    return {"covered": covered, "ticks": ticks, "per_tick": per_tick, "slowest_tick": slowest}
-
-
-def _not_polled_since(store, since: float) -> int:
-    """How many shards' manifest records were not refreshed by a poll since `since`."""
-    stale = 0
-    for name in store.names():
-        manifest = store.load(name)
-        stale += sum(1 for s in manifest.shards.values() if (s.polled_at or 0) < since)
-    return stale
+        offset, ticks = report.next_offset, ticks + 1
+        known.update(report.states)
+    return {"covered": len(known), "ticks": ticks, "per_tick": per_tick, "slowest_tick": slowest}
 
 
 def measure(variant: str, base_url: str, data_root: Path, repeat: int) -> dict:

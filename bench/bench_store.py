@@ -1,17 +1,18 @@
 """Benchmark: what a status tick reads from the data root when most input files are collected,
 on local disk and on an S3-compatible server (moto on loopback), ours vs reading every manifest.
 
-baseline  every manifest under batches/ (what a tick read before files were settled)
-ours      `ManifestStore.active()`: listings of batches/ and batches/.settled/, then only the
-          manifests of files not settled yet (what poll_in_flight and the sensor read now)
+baseline  every manifest under batches/ (a listing, then every file)
+ours      what the status sensor reads: Dagster's event log says which partitions were
+          submitted and not collected since (one query per asset), then only their manifests
 
-The manifests hold 10 shards each, as `submitted_batches` writes them; all but `--active` files
-are settled. The best of `--repeat` reads is kept. moto answers from one Python process, so its
-per-request time is far from AWS S3's (tens of ms, where concurrency would help): read the ratio.
-No goal is set (issue 9 asks for none); what matters is that a tick's cost follows the files
-still in flight, not every file ever processed. Usage:
+The manifests hold 10 shards each, as `submitted_batches` writes them; every file has a submit
+materialization and all but `--active` a collect one after it (an ephemeral Dagster instance).
+The best of `--repeat` reads is kept. moto answers from one Python process, so its per-request
+time is far from AWS S3's (tens of ms, where concurrency would help): read the ratio. No goal is
+set (issue 9 asks for none); what matters is that a tick's cost follows the files still in
+flight, not every file ever processed. Usage:
 
-    python bench/bench_store.py            # 2,000 files, 20 not settled
+    python bench/bench_store.py            # 2,000 files, 20 not collected
     python bench/bench_store.py --quick    # 200 files, a CI smoke run
 """
 
@@ -28,10 +29,11 @@ from pathlib import Path
 from bench_common import machine
 
 SHARDS_PER_FILE = 10
+PIPELINE = "bench"
 
 
 def write_manifests(root, files: int, active: int) -> None:
-    """`files` manifests of SHARDS_PER_FILE submitted shards; all but `active` settled."""
+    """`files` manifests of SHARDS_PER_FILE submitted shards; all but `active` ended."""
     from batch_pipeline.ledger.manifest import Manifest, ManifestStore, ShardRecord
     from batch_pipeline.ledger.storage import atomic_write
 
@@ -54,8 +56,20 @@ def write_manifests(root, files: int, active: int) -> None:
             )
         with atomic_write(store.path(name)) as out:
             out.write(manifest.model_dump_json(indent=1).encode())
-        if n >= active:
-            store.settle(name)
+
+
+def record_runs(instance, files: int, active: int) -> None:
+    """What Dagster records of those files: each submitted, all but `active` collected since."""
+    import dagster as dg
+
+    from batch_pipeline.integration.names import PipelineNames
+
+    names = PipelineNames(PIPELINE)
+    for n in range(files):
+        name = f"store-bench-{n:05d}"
+        keys = [names.submitted_batches] + ([names.batch_results] if n >= active else [])
+        for key in keys:
+            instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=name))
 
 
 def best_of(repeat: int, read: Callable[[], list]) -> tuple[float, int]:
@@ -68,20 +82,27 @@ def best_of(repeat: int, read: Callable[[], list]) -> tuple[float, int]:
     return min(times), count
 
 
-def measure(root, repeat: int) -> dict[str, tuple[float, int]]:
+def measure(root, instance, repeat: int) -> dict[str, tuple[float, int]]:
+    from batch_pipeline.integration.names import PipelineNames
+    from batch_pipeline.integration.progress import uncollected_submissions
     from batch_pipeline.ledger.manifest import ManifestStore
 
     store = ManifestStore(root / "batches")
+    names = PipelineNames(PIPELINE)
+
+    def ours() -> list:
+        return [store.load(n) for n in uncollected_submissions(instance, names)]
+
     return {
         "baseline": best_of(repeat, lambda: [store.load(n) for n in store.names()]),
-        "ours": best_of(repeat, store.active),
+        "ours": best_of(repeat, ours),
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=None, help="manifests (default 2,000)")
-    parser.add_argument("--active", type=int, default=20, help="files not settled (default 20)")
+    parser.add_argument("--active", type=int, default=20, help="files not collected (default 20)")
     parser.add_argument("--repeat", type=int, default=3, help="reads per variant, best kept")
     parser.add_argument("--quick", action="store_true", help="200 files (CI smoke)")
     args = parser.parse_args()
@@ -91,7 +112,7 @@ def main() -> int:
     from object_store import running_s3
 
     print(f"machine: {machine()}")
-    print(f"{files:,} input files, {args.active} not settled, {SHARDS_PER_FILE} shards each\n")
+    print(f"{files:,} input files, {args.active} not collected, {SHARDS_PER_FILE} shards each\n")
     print(
         f"{'data root':<10} {'variant':<9} {'manifests read':>14} {'seconds':>8} {'vs baseline':>11}"
     )
@@ -112,9 +133,13 @@ def main() -> int:
             "local": data_root(Path(folder) / "data"),
             "s3": data_root("s3://bench-store/data"),
         }
+        import dagster as dg
+
+        instance = dg.DagsterInstance.ephemeral()
+        record_runs(instance, files, args.active)
         for label, root in roots.items():
             write_manifests(root, files, args.active)
-            figures = measure(root, repeat)
+            figures = measure(root, instance, repeat)
             base = figures["baseline"][0]
             for variant, (seconds, count) in figures.items():
                 ratio = base / seconds

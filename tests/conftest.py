@@ -39,6 +39,16 @@ def emulator(emulator_factory: Callable[..., EmbeddedEmulator]) -> EmbeddedEmula
     return emulator_factory()
 
 
+@pytest.fixture
+def instance() -> Iterator[Any]:
+    """An ephemeral Dagster instance in memory: what `batch-pipeline run` uses without
+    $DAGSTER_HOME."""
+    import dagster as dg
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """One S3-compatible server (moto) on loopback for the whole session; always stopped."""

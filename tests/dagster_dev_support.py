@@ -1,4 +1,5 @@
-"""`dagster dev -w workspace.yaml` as a subprocess for the end-to-end tests: start, wait, stop."""
+"""`dagster dev` as a subprocess for the end-to-end tests, over a project as a data team writes
+it (one `defs.yaml` instance of the component): write it, start, wait, stop."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-DAGSTER_DEV = (sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml")
+PROJECT_MODULE = "their_project"
 LOCATION_QUERY = (
     "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
     "locationOrLoadError { __typename } } } } }"
@@ -30,16 +33,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def pipeline_env(base_env: dict[str, str], gateway_url: str, data: Path | str) -> dict[str, str]:
-    """The environment the code location reads: the gateway, the data root, fast sensors on."""
-    return {
-        **base_env,
-        "BIFROST_BASE_URL": gateway_url,
-        "BATCH_PIPELINE_DATA_ROOT": str(data),
-        "BATCH_PIPELINE_AUTOSUBMIT": "1",
-        "BATCH_PIPELINE_INBOX_INTERVAL": "1",
-        "BATCH_PIPELINE_STATUS_INTERVAL": "1",
+def user_project(folder: Path, gateway_url: str, data: Path | str, **attributes: Any) -> Path:
+    """A Dagster project with one instance `e2e` of the component over `data` and the gateway,
+    its inbox sensor running and both sensors ticking every second; returns its folder."""
+    package = folder / PROJECT_MODULE
+    (package / "defs" / "e2e").mkdir(parents=True)
+    (folder / "pyproject.toml").write_text(
+        f'[tool.dg]\ndirectory_type = "project"\n\n[tool.dg.project]\nroot_module = "{PROJECT_MODULE}"\n'
+    )
+    (package / "__init__.py").touch()
+    (package / "defs" / "__init__.py").touch()
+    (package / "definitions.py").write_text(
+        "from pathlib import Path\n\nimport dagster as dg\n\n\n@dg.definitions\ndef defs():\n"
+        "    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)\n"
+    )
+    settings = {
+        "name": "e2e",
+        "data_root": str(data),
+        "gateway": {"base_url": gateway_url},
+        "inputs": {"settle_seconds": 0},
+        "sensors": {
+            "inbox": {"interval_seconds": 1, "running": True},
+            "status": {"interval_seconds": 1, "running": True},
+        },
+        **attributes,
     }
+    component = {"type": "batch_pipeline.BatchPipelineComponent", "attributes": settings}
+    (package / "defs" / "e2e" / "defs.yaml").write_text(yaml.safe_dump(component))
+    return folder
 
 
 @dataclass
@@ -65,7 +86,7 @@ class DagsterDev:
         )
 
     def location_loaded(self) -> bool:
-        """The webserver answers and the batch_pipeline location is LOADED."""
+        """The webserver answers and the project's location is LOADED."""
         try:
             answer = httpx.post(
                 f"http://127.0.0.1:{self.port}/graphql", json={"query": LOCATION_QUERY}, timeout=5
@@ -74,7 +95,7 @@ class DagsterDev:
             return False
         entries = answer.json()["data"]["workspaceOrError"]["locationEntries"]
         return any(
-            e["name"] == "batch_pipeline"
+            e["name"] == f"{PROJECT_MODULE}.definitions"
             and e["loadStatus"] == "LOADED"
             and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
             for e in entries
@@ -82,13 +103,15 @@ class DagsterDev:
 
 
 @contextmanager
-def dagster_dev(env: dict[str, str], log: Path) -> Iterator[DagsterDev]:
-    """Webserver, daemon and code server on a free port; the whole process group is stopped."""
+def dagster_dev(env: dict[str, str], log: Path, project: Path) -> Iterator[DagsterDev]:
+    """Webserver, daemon and code server of `project` (see `user_project`) on a free port; the
+    whole process group is stopped."""
     port = free_port()
+    command = [sys.executable, "-m", "dagster", "dev", "-m", f"{PROJECT_MODULE}.definitions"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [*DAGSTER_DEV, "-p", str(port), "-h", "127.0.0.1"],
-            cwd=REPO,
+            [*command, "-d", str(project), "-p", str(port), "-h", "127.0.0.1"],
+            cwd=project,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -33,15 +33,44 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
-    """`--data-dir`, the same for every sub-command that reads or writes the data root."""
+def add_data_dir_argument(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
+    """`--data-dir`, the same for every sub-command that reads or writes a data root."""
+    shown = default or "the pipeline's own data_root"
     parser.add_argument(
         "--data-dir",
-        default="data",
+        default=default,
         type=_data_dir,
         metavar="DIR",
-        help="data root: a folder or s3://bucket/prefix (default: data)",
+        help=f"data root: a folder or s3://bucket/prefix (default: {shown})",
     )
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which loaded definitions and which pipeline instance a command drives, and the two
+    settings it may override: the gateway URL and the data root."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "-m",
+        "--module",
+        metavar="MODULE",
+        help="load the definitions of this Python module (default: this package's own)",
+    )
+    where.add_argument(
+        "-w", "--workspace", metavar="WORKSPACE", help="load the locations of this workspace.yaml"
+    )
+    parser.add_argument(
+        "--pipeline",
+        metavar="NAME",
+        help="the pipeline instance to drive (default: the only one there is)",
+    )
+    parser.add_argument(
+        "--gateway",
+        metavar="URL",
+        default=None,
+        help="Bifrost base URL instead of the instance's (its keys still come from the "
+        "variables the instance names, BIFROST_API_KEY and BIFROST_VIRTUAL_KEY by default)",
+    )
+    add_data_dir_argument(parser)
 
 
 def _data_dir(text: str) -> str:
@@ -81,8 +110,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         configured_workers()  # a bad setting is a usage error here, not a traceback mid-run
     except ValueError as exc:
         parser.error(str(exc))
+    from batch_pipeline.errors import BatchPipelineError
+
     try:
         return int(args._run(args) or 0)
+    except BatchPipelineError as exc:  # expected failures: one line, never a traceback
+        print(f"batch-pipeline {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("batch-pipeline: interrupted", file=sys.stderr)
         return 130

@@ -1,47 +1,53 @@
-"""`batch-pipeline retry NAME`: write the next retry wave of a file into the inbox."""
+"""`batch-pipeline retry NAME`: write the next retry wave of a file into the pipeline's inbox,
+with the pipeline's retry job (the inbox sensor, or `run`, takes it from there)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from batch_pipeline.cli import add_data_dir_argument
-from batch_pipeline.ledger.layout import DataLayout
-from batch_pipeline.operations.retry import RetryError, write_retry_wave
+from batch_pipeline.cli import add_pipeline_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "name", help="the input file (partition) whose errors to retry, e.g. reviews"
     )
-    add_data_dir_argument(parser)
+    add_pipeline_arguments(parser)
     parser.add_argument(
         "--include-non-retryable",
         action="store_true",
         help="also retry validation and 4xx errors (they usually fail again)",
     )
     parser.add_argument(
-        "--max-attempts", type=int, default=3, help="attempts per request (default 3)"
+        "--max-attempts",
+        type=int,
+        default=None,
+        help="attempts per request (default: the pipeline's collect.max_retry_attempts)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    """`batch-pipeline retry NAME`: write the next retry wave into the inbox."""
-    from batch_pipeline.ledger.layout import LayoutError
+    from batch_pipeline.cli.driving import driver_options, open_driver
+    from batch_pipeline.ledger.layout import check_name
 
-    try:
-        wave = write_retry_wave(
-            DataLayout.at(args.data_dir),
+    check_name(args.name)
+    config = {"include_non_retryable": args.include_non_retryable}
+    if args.max_attempts is not None:
+        config["max_attempts"] = args.max_attempts
+    with open_driver(**driver_options(args)) as driver:
+        outcome = driver.execute(
+            driver.names.retry_job,
             args.name,
-            include_non_retryable=args.include_non_retryable,
-            max_attempts=args.max_attempts,
+            run_config={"ops": {driver.names.retry_op: {"config": config}}},
         )
-    except (RetryError, LayoutError) as exc:
-        print(f"batch-pipeline retry: {exc}", file=sys.stderr)
+    if not outcome.success:
+        print(f"batch-pipeline retry: {outcome.message}", file=sys.stderr)
         return 1
-    if wave is None:
+    wave = outcome.outputs
+    if not wave.get("requests"):
         print(f"{args.name}: nothing to retry")
     else:
-        verb = "wrote" if wave.created else "already there:"
-        print(f"{verb} {wave.path} ({wave.requests} requests, attempt {wave.attempt})")
+        verb = "wrote" if wave["created"] else "already there:"
+        print(f"{verb} {wave['path']} ({wave['requests']} requests, attempt {wave['attempt']})")
     return 0

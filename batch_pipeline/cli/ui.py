@@ -1,7 +1,9 @@
 """Open the Dagster UI on this project, with the embedded gateway emulator running.
 
-Uses $DAGSTER_HOME (make ui points it at the git-ignored .dagster_home/) so runs survive a
-restart. The inbox sensor starts running here: submitting to the emulator costs nothing.
+Serves this package's own code location (its `demo` instance over --data-dir), whose inbox
+sensor runs: drop a file into the inbox and watch it go through. Uses $DAGSTER_HOME (make ui
+points it at the git-ignored .dagster_home/) so runs survive a restart. Needs the `ui` extra
+(dagster-webserver) and, for the embedded gateway, the `emulator` extra.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from batch_pipeline.cli import add_data_dir_argument
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=3000, help="UI port (default: 3000)")
-    add_data_dir_argument(parser)
+    add_data_dir_argument(parser, default="data")
     parser.add_argument(
         "--gateway",
         metavar="URL",
@@ -27,10 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import importlib.util
     from contextlib import ExitStack
 
     from batch_pipeline.emulator import EmbeddedEmulator, EmulatorConfig
     from batch_pipeline.ledger.storage import data_root, is_local
+
+    if importlib.util.find_spec("dagster_webserver") is None:
+        print("batch-pipeline ui: install batch-pipeline[ui] for the Dagster UI", file=sys.stderr)
+        return 2
 
     data_dir = data_root(args.data_dir)
     env = dict(os.environ)
@@ -45,7 +52,6 @@ def run(args: argparse.Namespace) -> int:
         if gateway is None:
             config = EmulatorConfig(port=0, state_dir=state_dir)
             gateway = stack.enter_context(EmbeddedEmulator(config)).base_url
-            env.setdefault("BATCH_PIPELINE_AUTOSUBMIT", "1")
             print(f"embedded gateway emulator at {gateway}")
         env["BIFROST_BASE_URL"] = gateway
         env["BATCH_PIPELINE_DATA_ROOT"] = str(data_dir)
@@ -54,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
             "-m",
             "dagster",
             "dev",
-            "-w",
-            "workspace.yaml",
+            "-m",
+            "batch_pipeline.definitions",
             "-p",
             str(args.port),
         ]

@@ -16,7 +16,7 @@ import heapq
 import os
 from array import array
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import orjson
 
@@ -49,11 +49,11 @@ class GroupRun(NamedTuple):
     """
 
     key: GroupKey
-    count: int
+    count: int  # type: ignore[assignment]  # a field, shadowing tuple.count
     size: int
     sizes: array  # "I": bytes of each request, without its newline
     parts: list[Part]
-    index: bytes
+    index: bytes  # type: ignore[assignment]  # a field, shadowing tuple.index
     first_line: int
     last_line: int
 
@@ -125,7 +125,7 @@ def scan_block(
     hashes_extend = out.id_hashes.extend
     lines_extend = out.id_lines.extend
     # Per group over the block: joined request pieces, sizes, custom_ids, lines.
-    runs: dict[GroupKey, tuple[list[bytes], array, list[str], list[int]]] = {}
+    runs: dict[GroupKey, tuple[list[Part], array, list[str], list[int]]] = {}
     largest: list[tuple[int, int]] = [(-1, 0)] * LARGEST_LINES_KEPT
     watch = -1  # lines longer than this are among the largest so far, or over the cap
     line = first_line - 1
@@ -153,8 +153,9 @@ def scan_block(
                 continue
             checked = check(obj)
             if type(checked) is not tuple:
-                checked.extend(strict_problems(raw))
-                _invalid(out, line, obj, checked, raw)
+                problems = cast(list[FieldProblem], checked)
+                problems.extend(strict_problems(raw))
+                _invalid(out, line, obj, problems, raw)
                 continue
             custom_id, route, payload = checked
             expected = len(payload) + route.shrink
@@ -210,7 +211,7 @@ def _spill(runs: list[GroupRun], path: str) -> list[GroupRun]:
     spilled = []
     offset = 0
     with open(path, "xb") as out:
-        out.write(b"".join(piece for run in runs for piece in run.parts))
+        out.write(b"".join(cast(bytes, piece) for run in runs for piece in run.parts))
     for run in runs:
         spilled.append(run._replace(parts=[(path, offset, run.size)]))
         offset += run.size

@@ -69,7 +69,7 @@ def read_shard_index(shard: Shard) -> dict[str, int]:
     return dict(iter_index(shard.index_path))
 
 
-def _report(path: Path, result: ScanResult) -> ValidationReport:
+def _report(path: DataPath, result: ScanResult) -> ValidationReport:
     return ValidationReport(
         path=str(path),
         problems=result.problems,

@@ -16,10 +16,10 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from batch_pipeline.errors import BatchPipelineError
+from batch_pipeline.ledger.storage import DataPath
 
 CHUNK_BYTES = 4 << 20  # one read, hashed at once, whose complete lines make one block
 GZIP_CHUNK_BYTES = 1 << 20  # smaller for gzip: what precedes a corrupt spot is still read
@@ -107,7 +107,7 @@ class ReadState:
 class LineReader:
     """Iterate a file's raw lines (bytes without `\\n`, or OversizeLine) in blocks or lists."""
 
-    def __init__(self, path: Path, max_line_bytes: int, chunk_bytes: int = CHUNK_BYTES) -> None:
+    def __init__(self, path: DataPath, max_line_bytes: int, chunk_bytes: int = CHUNK_BYTES) -> None:
         self.path = path
         self.max_line_bytes = max_line_bytes
         self.chunk_bytes = chunk_bytes
@@ -127,7 +127,8 @@ class LineReader:
             raw.seek(0)
             if head == _GZIP_MAGIC:
                 with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
-                    yield from self._split(unzipped, min(self.chunk_bytes, GZIP_CHUNK_BYTES))
+                    stream = cast(BinaryIO, unzipped)  # a GzipFile reads like a binary file
+                    yield from self._split(stream, min(self.chunk_bytes, GZIP_CHUNK_BYTES))
             else:
                 self._plain = True
                 yield from self._split(raw, self.chunk_bytes)
@@ -138,7 +139,9 @@ class LineReader:
             if isinstance(block, OversizeLine):
                 yield [block]
             else:
-                yield from split_windows(block.content())
+                yield from cast(
+                    Iterator[list[bytes | OversizeLine]], split_windows(block.content())
+                )
 
     def _read(self, stream: BinaryIO, size: int) -> bytes:
         try:

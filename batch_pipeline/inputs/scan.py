@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import orjson
 
@@ -45,7 +46,7 @@ from batch_pipeline.inputs.reader import (
 from batch_pipeline.inputs.shard import ShardDraft, ShardPacker, effective_limits
 from batch_pipeline.inputs.validate import LineValidator
 from batch_pipeline.inputs.workers import BlockPool, worker_count
-from batch_pipeline.ledger.storage import is_local
+from batch_pipeline.ledger.storage import DataPath, is_local
 
 TOKENS_PER_BYTE = 0.25  # ~4 bytes of request JSON per prompt token (a rough, generous estimate)
 UNKNOWN_KEYS_LISTED = 20  # top-level fields named in the notes, the first ones seen
@@ -77,7 +78,7 @@ class FileScan:
 
     def __init__(
         self,
-        path: Path,
+        path: DataPath,
         options: InputOptions,
         work_dir: Path | None = None,
         on_reject: RejectSink | None = None,
@@ -124,9 +125,11 @@ class FileScan:
     def _first_pass(self) -> None:
         """Scan every block once, here or on workers, merging the outcomes in file order."""
         reader = LineReader(self.path, self.max_line_bytes, reader_module.CHUNK_BYTES)
-        by_range = is_local(self.path)  # workers read blocks from the file themselves
-        version = _version(self.path) if by_range else None
-        pool = self._pool(by_range)
+        # workers read a local file's blocks by byte range themselves
+        local = self.path if is_local(self.path) else None
+        by_range = local is not None
+        version = _version(local) if local is not None else None
+        pool = self._pool(local)
         ahead = BLOCKS_AHEAD_PER_WORKER * max(self.workers or 0, 1)
         pending: deque[Future[BlockScan] | BlockScan] = deque()
         validator = LineValidator(self.options.default_provider, self.limits)
@@ -159,12 +162,13 @@ class FileScan:
         finally:
             if pool is not None:
                 pool.close()
-        if pool is not None and by_range and _version(self.path) != version:
+        if pool is not None and local is not None and _version(local) != version:
             raise InputChanged(f"{self.shown_path}: the file changed while it was read")
         self._summarize(reader.state, line)
 
-    def _pool(self, by_range: bool) -> BlockPool | None:
-        """Worker processes for this file, or None to scan it in this process."""
+    def _pool(self, local: Path | None) -> BlockPool | None:
+        """Worker processes for this file (reading it by byte range when it is `local`), or
+        None to scan it in this process."""
         if self.workers is None:
             try:
                 size = self.path.stat().st_size
@@ -176,7 +180,7 @@ class FileScan:
         pool = BlockPool.start(
             self.workers,
             self.settings._replace(spill_dir=None if self.work_dir is None else str(self.work_dir)),
-            os.fspath(self.path) if by_range else None,
+            os.fspath(local) if local is not None else None,
         )
         if pool is None:
             self.workers = 0
@@ -276,10 +280,11 @@ class FileScan:
         dropped: set[int] = set()
         line = 0
         for batch in LineReader(self.path, self.max_line_bytes).batches():
-            for raw in batch:
+            for entry in batch:
                 line += 1
                 if line not in wanted:
                     continue
+                raw = cast(bytes, entry)  # a wanted line had a custom_id: it was not over-long
                 custom_id = custom_id_of(orjson.loads(raw))
                 assert custom_id is not None  # it had one in the first pass
                 first = first_line.setdefault(custom_id, line)

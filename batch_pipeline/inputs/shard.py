@@ -19,12 +19,13 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import orjson
 
 from batch_pipeline.inputs.block import GroupKey, GroupRun, Part, Segment
 from batch_pipeline.inputs.models import ShardLimits
+from batch_pipeline.ledger.storage import DataPath
 from batch_pipeline.providers import GATEWAY_MAX_BODY_BYTES, PROVIDERS
 
 # Room for the multipart or inline-create envelope around a shard sent through the gateway.
@@ -146,7 +147,7 @@ class ShardDraft:
                 open(self.index_path, "ab", buffering=INDEX_BUFFER_BYTES),  # noqa: SIM115
             )
         shard, index_file = self._files
-        data = b"".join(part if type(part) is bytes else spills.take(part) for part in runs)
+        data = b"".join(part if isinstance(part, bytes) else spills.take(part) for part in runs)
         self.sha.update(data)
         shard.write(data)
         index_file.write(b"".join(index))
@@ -185,7 +186,7 @@ class ShardDraft:
         self.index_path.write_bytes(orjson.dumps({"custom_ids": ids, "lines": lines}) + b"\n")
 
 
-def iter_index(index_path: Path) -> Iterator[tuple[str, int]]:
+def iter_index(index_path: DataPath) -> Iterator[tuple[str, int]]:
     """(custom_id, input line) for each request of a shard, in shard order."""
     with index_path.open("rb") as blocks:
         for block in blocks:
@@ -236,7 +237,7 @@ class ShardPacker:
             return
         # The run crosses a limit: cut it into shards in one pass over its requests.
         ids, lines = _parse_index(run.index)
-        joined = b"".join(parts) if parts and type(parts[0]) is bytes else None
+        joined = b"".join(cast(list[bytes], parts)) if parts and type(parts[0]) is bytes else None
         start = offset = 0
         while True:
             room, byte_room = draft.room()
@@ -269,7 +270,7 @@ class ShardPacker:
         elif parts and type(parts[-1]) is tuple and size < self.unit_bytes // 4:
             # A small group's part would keep its whole block's spill file on disk until the
             # group fills a unit: read it now instead.
-            draft.runs[-1] = self.spills.take(draft.runs[-1])
+            draft.runs[-1] = self.spills.take(cast(Segment, draft.runs[-1]))
 
     def _write(self, draft: ShardDraft, last: bool = False) -> Future[None] | None:
         """Hand the draft's buffered runs to the writer thread (`last`: it closes the files)."""
@@ -353,7 +354,7 @@ class SpillFiles:
             return []
         if joined is not None:
             return [joined[offset : offset + size]]
-        ((path, start, _),) = parts
+        ((path, start, _),) = cast(list[Segment], parts)
         piece: list[Part] = [(path, start + offset, size)]
         self.hold(piece)
         return piece

@@ -264,6 +264,7 @@ class LineValidator:
             )
         if problems or custom_id is None:
             return problems
+        assert type(body) is dict  # a target was found in it
         model = body["model"]
         route = Route(
             key=(target.provider, target.model, endpoint),

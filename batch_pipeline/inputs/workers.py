@@ -66,7 +66,7 @@ class BlockPool:
 
     def __init__(self, workers: int, settings: BlockSettings, path: str | None) -> None:
         if _single_threaded():
-            context = multiprocessing.get_context("fork")  # at once, everything imported
+            context: multiprocessing.context.BaseContext = multiprocessing.get_context("fork")
         else:
             context = multiprocessing.get_context("forkserver")
             # Imported once by the fork server (if this process starts it), not by each worker;

@@ -101,7 +101,7 @@ class DataLayout:
 
     def _check_local_input(self, path: Path) -> None:
         real = path.resolve()
-        if not real.is_relative_to(self.root):
+        if not real.is_relative_to(str(self.root)):
             raise LayoutError(f"{path}: links outside the data root {self.root}")
         if not real.is_file():  # a directory, FIFO or device would fail or block
             raise LayoutError(f"{path}: not a regular file")

@@ -21,7 +21,6 @@ from batch_pipeline.ledger.storage import (
     DataPath,
     Hold,
     LockBusy,
-    atomic_write,
     list_names,
     lock,
     read_versioned,
@@ -29,7 +28,6 @@ from batch_pipeline.ledger.storage import (
 )
 
 ShardState = Literal["pending", "creating", "submitted"]
-SETTLED_DIR = ".settled"  # beside the manifests: one empty marker per settled input file
 
 
 class ManifestBusy(BatchPipelineError):
@@ -64,7 +62,6 @@ class ShardRecord(BaseModel):
     waiting: str | None = None  # why a pending shard is held back (queue limits)
     files_deleted: bool = False
     cancel_requested: bool = False  # asked while its create was in flight: cancel once known
-    not_found_since: float | None = None  # first 404 of a retrieve, cleared by an answer
 
     @property
     def in_flight(self) -> bool:
@@ -116,24 +113,6 @@ class ManifestStore:
             except LockBusy:
                 raise ManifestBusy(f"{name}: another {what} of this file is running") from None
             yield hold
-
-    def active(self, *, settled_since: float | None = None) -> list[Manifest]:
-        """Manifests of input files not settled yet, plus those settled at or after
-        `settled_since` (epoch seconds); read fresh. Settled files cost a tick nothing."""
-        settled = dict(list_names(self.dir / SETTLED_DIR))
-        names = [
-            n
-            for n in self.names()
-            if n not in settled
-            or (settled_since is not None and (settled[n] or 0) >= settled_since)
-        ]
-        return [m for m in map(self.load, names) if m is not None]
-
-    def settle(self, name: str) -> None:
-        """Mark an input file done (collected, every batch ended): polling and queue and budget
-        checks stop reading its manifest; it stays in place, readable as before."""
-        with atomic_write(self.dir / SETTLED_DIR / check_name(name)):
-            pass
 
     def load(self, name: str) -> Manifest | None:
         data, _ = read_versioned(self.path(name))

@@ -30,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 from fsspec.asyn import sync
+from typing_extensions import TypeIs
 from upath import UPath
 
 from batch_pipeline.errors import BatchPipelineError
@@ -74,9 +75,10 @@ def data_root(root: str | os.PathLike[str]) -> DataPath:
     return UPath(text.rstrip("/"))
 
 
-def is_local(path: DataPath) -> bool:
-    """True for a path on local disk (where renames, fsync and flock exist)."""
-    return not isinstance(path, UPath) or path.protocol in ("", "file", "local")
+def is_local(path: DataPath) -> TypeIs[Path]:
+    """True for a path on local disk (where renames, fsync and flock exist): a local UPath is a
+    `pathlib.Path` too; an object store's is not."""
+    return isinstance(path, Path)
 
 
 def fsync_dir(path: DataPath) -> None:
@@ -178,7 +180,7 @@ def list_names(
     if is_local(folder):
         if not folder.is_dir():
             return []
-        entries = []
+        entries: list[tuple[str, float | None]] = []
         with os.scandir(folder) as scan:
             for entry in scan:
                 if after is not None and entry.name <= after:

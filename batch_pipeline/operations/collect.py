@@ -28,7 +28,7 @@ from batch_pipeline.ledger.layout import DataLayout
 from batch_pipeline.ledger.manifest import Manifest, ManifestBusy, ManifestStore, ShardRecord
 from batch_pipeline.ledger.storage import DataPath, is_local, read_parquet, scratch_for
 from batch_pipeline.operations.costs import PriceTable
-from batch_pipeline.operations.poll import GONE_STATUS
+from batch_pipeline.operations.poll import GONE_STATUS, refresh_statuses
 from batch_pipeline.operations.retry import attempt_of
 from batch_pipeline.providers import provider_traits
 from batch_pipeline.results import BatchCollector, BatchContext, CollectStats, PartitionWriter
@@ -111,12 +111,15 @@ def collect_partition(
 ) -> CollectReport:
     """Write `results` and `errors` Parquet for input file `name`; its batches must be terminal.
 
-    Spend is priced per batch (one model each) from the tokens the provider reported. One
-    collect of a file runs at a time; it first sweeps what a killed one left behind.
+    The batches' status is read again from the gateway and recorded first: the status sensor
+    that asked for this collect writes nothing. Spend is priced per batch (one model each) from
+    the tokens the provider reported. One collect of a file runs at a time; it first sweeps
+    what a killed one left behind.
     """
     try:
         with store.exclusive(name, "collect"):
             _sweep_leftovers(layout, name)
+            refresh_statuses(client, store, name)
             return _collect(client, layout, store, name, prices or PriceTable(), collected_at)
     except ManifestBusy as exc:
         raise CollectError(str(exc)) from None

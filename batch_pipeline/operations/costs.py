@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from batch_pipeline.errors import BatchPipelineError
 from batch_pipeline.inputs import InputPlan
-from batch_pipeline.ledger.manifest import ManifestStore
+from batch_pipeline.ledger.manifest import Manifest
 
 ESTIMATED_OUTPUT_TOKENS = 256
 BATCH_DISCOUNT = 0.5
@@ -132,18 +132,19 @@ def plan_estimates(plan: InputPlan, prices: PriceTable) -> dict[str, Estimate]:
 
 
 def check_plan_budget(
-    store: ManifestStore,
+    manifest: Manifest | None,
     name: str,
     estimates: Mapping[str, Estimate],
     *,
     per_file: float | None,
     per_day: float | None,
-    now: float,
+    spent_today: float,
 ) -> float:
     """Refuse a file over budget; returns the estimated cost of its shards not yet submitted.
 
-    The per-file budget weighs the whole file; the daily one what this run would add to the
-    estimated cost of every batch created since 00:00 UTC.
+    The per-file budget weighs the whole file; the daily one what this run would add to
+    `spent_today`, the estimated cost of the batches created since 00:00 UTC (the caller reads
+    it from where submissions are recorded). `manifest` says which shards have batches already.
     """
     if per_file is not None or per_day is not None:
         unpriced = sorted({k for k, e in estimates.items() if e.cost is None})
@@ -152,7 +153,6 @@ def check_plan_budget(
                 f"{name}: a budget is set but {len(unpriced)} shard(s) use a model with no price; "
                 "add it to prices_file so its cost can be counted"
             )
-    manifest = store.load(name)
     done = (
         {s.shard_id for s in manifest.shards.values() if s.batch_id or s.terminal}
         if manifest
@@ -160,23 +160,14 @@ def check_plan_budget(
     )
     file_cost = sum(e.cost or 0.0 for e in estimates.values())
     new_cost = sum(e.cost or 0.0 for sid, e in estimates.items() if sid not in done)
-    midnight = now - now % 86_400
-    spent = sum(
-        s.estimated_cost or 0.0
-        for m in store.active(
-            settled_since=midnight
-        )  # a file settled before today spent nothing today
-        for s in m.shards.values()
-        if s.batch_id and (s.created_at or 0) >= midnight
-    )
     if per_file is not None and file_cost > per_file:
         raise BudgetExceeded(
             f"{name}: estimated cost ${file_cost:.4f} exceeds the per-file budget "
             f"${per_file:.4f}; nothing was submitted (raise max_cost_per_file_usd or split the file)"
         )
-    if per_day is not None and new_cost and spent + new_cost > per_day:
+    if per_day is not None and new_cost and spent_today + new_cost > per_day:
         raise BudgetExceeded(
-            f"{name}: estimated cost ${new_cost:.4f} on top of ${spent:.4f} submitted today "
+            f"{name}: estimated cost ${new_cost:.4f} on top of ${spent_today:.4f} submitted today "
             f"(UTC) exceeds the daily budget ${per_day:.4f}; nothing was submitted"
         )
     return new_cost

@@ -3,22 +3,25 @@ across every attempt: the latest success, else the latest error.
 
 Built with DuckDB straight from the results and errors Parquet (on disk or, through fsspec, on
 S3), so it streams and spills to local disk past MEMORY_LIMIT instead of holding a file's rows in
-memory. On disk an original file is rebuilt only when one of its partitions changed since its
-outcomes were written; in a bucket always.
+memory. A collect rebuilds the outcomes of its own original file only (its attempts are found by
+name, so nothing else is listed or read), one builder at a time per original.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from batch_pipeline.ledger.layout import DataLayout
-from batch_pipeline.ledger.storage import DataPath, is_local, modified_at, publish, scratch_for
+from batch_pipeline.ledger.layout import DataLayout, check_name
+from batch_pipeline.ledger.storage import DataPath, is_local, lock, publish, scratch_for
 from batch_pipeline.operations.retry import attempt_of
+
+if TYPE_CHECKING:
+    import duckdb
 
 MEMORY_LIMIT = "256MB"
 
@@ -52,7 +55,7 @@ class OutcomesFile:
     original: str
     path: DataPath
     rows: int
-    rebuilt: bool
+    attempts: list[str]  # the partitions it was built from
 
 
 def _quote(value: str | DataPath) -> str:
@@ -63,51 +66,55 @@ def _file_list(paths: Iterable[DataPath]) -> str:
     return "[" + ", ".join(_quote(p) for p in paths) + "]"
 
 
-def _partitions(layout: DataLayout) -> dict[str, list[str]]:
-    """Collected partitions (both tables present), grouped by original file."""
-    groups: dict[str, list[str]] = defaultdict(list)
+def attempts_of(layout: DataLayout, original: str) -> list[str]:
+    """The collected partitions of an original file: itself and its retry waves whose results
+    and errors are both written, in attempt order."""
     results_root = layout.root / "results"
-    if not results_root.is_dir():
-        return groups
-    for name in sorted(
-        f.name.removeprefix("input_file=") for f in results_root.glob("input_file=*")
-    ):
-        if layout.results_file(name).exists() and layout.errors_file(name).exists():
-            groups[attempt_of(name)[0]].append(name)
-    return groups
+    names = [
+        p.name.removeprefix("input_file=")
+        for p in results_root.glob(f"input_file={check_name(original)}*")
+    ]
+    mine = [n for n in names if attempt_of(n)[0] == original]
+    return sorted(
+        (n for n in mine if layout.results_file(n).exists() and layout.errors_file(n).exists()),
+        key=lambda n: attempt_of(n)[1],
+    )
 
 
-def build_outcomes(layout: DataLayout) -> list[OutcomesFile]:
-    """Write data/outcomes/original_file=<name>/part-0.parquet for every original file."""
+def outcomes_file(layout: DataLayout, original: str) -> DataPath:
+    return layout.root / "outcomes" / f"original_file={check_name(original)}" / "part-0.parquet"
+
+
+def build_outcomes(layout: DataLayout, original: str) -> OutcomesFile:
+    """Write outcomes/original_file=<original>/part-0.parquet from every collected attempt."""
     import duckdb
 
-    built = []
+    target = outcomes_file(layout, original)
     spill_to = layout.root / "staging" / ".duckdb" / "spill"  # on disk: beside the data
-    with duckdb.connect() as db, scratch_for(spill_to) as spill:
+    with (
+        lock(layout.root / "batches" / f".{check_name(original)}.outcomes.lock"),
+        duckdb.connect() as db,
+        scratch_for(spill_to) as spill,
+    ):
         db.execute(f"set memory_limit = '{MEMORY_LIMIT}'")
         db.execute("set preserve_insertion_order = false")  # lets big sorts stream and spill
         db.execute(f"set temp_directory = {_quote(spill)}")
         if not is_local(layout.root):
             db.register_filesystem(layout.root.fs)
-        for original, names in _partitions(layout).items():
-            target = layout.root / "outcomes" / f"original_file={original}" / "part-0.parquet"
-            sources = [layout.results_file(n) for n in names] + [
-                layout.errors_file(n) for n in names
-            ]
-            # On S3, LastModified has 1 s steps and is when an upload started: rebuild always.
-            fresh = (
-                is_local(target)
-                and target.exists()
-                and modified_at(target) > max(map(modified_at, sources))
-            )
-            if not fresh:
-                _write(db, original, names, layout, target)
-            rows = db.execute(f"select count(*) from read_parquet({_quote(target)})").fetchone()[0]
-            built.append(OutcomesFile(original, target, rows, rebuilt=not fresh))
-    return built
+        names = attempts_of(layout, original)
+        _write(db, original, names, layout, target)
+        query = f"select count(*) from read_parquet({_quote(target)})"
+        (rows,) = db.execute(query).fetchone() or (0,)
+    return OutcomesFile(original, target, int(rows), names)
 
 
-def _write(db, original: str, names: list[str], layout: DataLayout, target: DataPath) -> None:
+def _write(
+    db: duckdb.DuckDBPyConnection,
+    original: str,
+    names: list[str],
+    layout: DataLayout,
+    target: DataPath,
+) -> None:
     with scratch_for(target) as scratch:
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=scratch)
         os.close(fd)

@@ -23,12 +23,12 @@ class QueueGate:
             for manifest in manifests:
                 for record in manifest.shards.values():
                     if record.in_flight:
-                        self.enqueued[_key(record)] += record.estimated_input_tokens
+                        self.enqueued[queue_key(record)] += record.estimated_input_tokens
 
     def admit(self, record: ShardRecord) -> str | None:
         """None when the shard may be created now (and count it), else why it waits.
         A shard larger than the cap on its own goes when nothing else is enqueued."""
-        key = _key(record)
+        key = queue_key(record)
         cap = self.caps.get(key)
         if cap is None:
             return None
@@ -42,5 +42,6 @@ class QueueGate:
         return None
 
 
-def _key(record: ShardRecord) -> str:
+def queue_key(record: ShardRecord) -> str:
+    """The provider/model a queue cap is set for."""
     return f"{record.provider}/{record.model}"

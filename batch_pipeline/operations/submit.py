@@ -14,10 +14,10 @@ import time
 from collections.abc import Collection, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 from batch_pipeline.errors import BatchPipelineError
 from batch_pipeline.gateway import (
+    BatchCreateResponse,
     BatchView,
     BifrostClient,
     GatewayConnectionError,
@@ -28,8 +28,9 @@ from batch_pipeline.gateway import (
 )
 from batch_pipeline.inputs import InputOptions, InputPlan, Shard, content_sha256, prepare_input
 from batch_pipeline.ledger.manifest import ManifestBusy, ManifestStore, ShardRecord
-from batch_pipeline.ledger.storage import Hold, LockLost, local_copy
+from batch_pipeline.ledger.storage import DataPath, Hold, LockLost, local_copy
 from batch_pipeline.operations.costs import Estimate
+from batch_pipeline.operations.poll import status_fields
 from batch_pipeline.operations.queue_limits import QueueGate
 from batch_pipeline.providers import provider_traits
 
@@ -101,7 +102,7 @@ def submit_plan(
 
 
 def plan_to_submit(
-    store: ManifestStore, name: str, path: Path, staging: Path, options: InputOptions
+    store: ManifestStore, name: str, path: DataPath, staging: DataPath, options: InputOptions
 ) -> InputPlan:
     """The plan of an input file: prepared now, or, once any of its shards was sent, the plan
     those shards came from, untouched (re-sharding then would orphan paid batches)."""
@@ -260,7 +261,9 @@ def _record_batch(
         cancel_and_record(client, store, name, record)
 
 
-def _create(client: BifrostClient, name: str, shard: Shard, input_file_id: str | None, window: str):
+def _create(
+    client: BifrostClient, name: str, shard: Shard, input_file_id: str | None, window: str
+) -> BatchCreateResponse:
     """One create, asked again only after a 429 (a refusal: nothing was created)."""
     inline = provider_traits(shard.provider).submit_mode == "inline"
     with local_copy(shard.path) if inline else nullcontext(None) as requests_jsonl:
@@ -348,17 +351,3 @@ def cancel_and_record(
     batch = client.retrieve_batch(record.batch_id, provider=record.provider)  # type: ignore[arg-type]
     store.record(name, record.shard_id, **status_fields(BatchView.of(batch, record.provider)))
     return True
-
-
-def status_fields(view: BatchView) -> dict:
-    """The manifest fields that mirror a batch's latest status."""
-    return {
-        "status": view.status,
-        "terminal": view.terminal,
-        "request_counts": view.counts.model_dump() if view.counts else {},
-        "output_file_id": view.output_file_id,
-        "error_file_id": view.error_file_id,
-        "expires_at": view.expires_at,
-        "batch_errors": [e.model_dump(exclude_none=True) for e in view.errors],
-        "polled_at": time.time(),
-    }

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -373,5 +373,5 @@ def results_to_parquet(
 def _open_lines(path: Path) -> IO[bytes]:
     """Open a JSONL file for binary line reading, transparently gunzipping `.gz`."""
     if path.suffix == ".gz":
-        return gzip.open(path, "rb")
+        return cast(IO[bytes], gzip.open(path, "rb"))
     return path.open("rb", buffering=1024 * 1024)

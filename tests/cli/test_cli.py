@@ -13,7 +13,7 @@ from batch_pipeline.cli import COMMANDS, main
 from batch_pipeline.gateway import BifrostClient
 from batch_pipeline.inputs import InputOptions, prepare_input
 from batch_pipeline.ledger.layout import DataLayout
-from batch_pipeline.ledger.manifest import ManifestStore
+from batch_pipeline.ledger.manifest import ManifestStore, ShardRecord
 from batch_pipeline.operations.submit import submit_plan
 
 
@@ -84,3 +84,52 @@ def test_cancel_from_the_command_line(emulator_factory, tmp_path: Path, capsys) 
         main(["cancel", "nope", "--data-dir", str(tmp_path), "--gateway", emulator.base_url]) == 1
     )
     assert "nothing was submitted" in capsys.readouterr().err
+
+
+def test_cancel_against_an_unreachable_gateway_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a pipeline that gives up on an unreachable gateway in 1 s
+    (tmp_path / "quick_defs.py").write_text(
+        "import batch_pipeline\n"
+        "defs = batch_pipeline.build_pipeline_defs("
+        "{'name': 'quick', 'gateway': {'max_retry_seconds': 1}})\n"
+    )
+    store = ManifestStore(tmp_path / "batches")
+    with store.update("c", input_sha256="x") as manifest:
+        manifest.shards["s"] = ShardRecord(
+            shard_id="s",
+            provider="openai",
+            model="m",
+            endpoint="/v1/chat/completions",
+            request_count=1,
+            bytes=1,
+            state="submitted",
+            batch_id="batch_1",
+        )
+    argv = ["cancel", "c", "-m", "quick_defs", "--data-dir", str(tmp_path)]
+    argv += ["--gateway", "http://127.0.0.1:9"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "batch-pipeline cancel: c: POST /v1/batches/batch_1/cancel" in err
+
+
+def test_definitions_that_cannot_load_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken_defs.py").write_text("raise RuntimeError('their bug')\n")
+    assert main(["run", "x.jsonl", "-m", "broken_defs"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "broken_defs: cannot load definitions: RuntimeError: their bug" in err
+
+
+def test_an_unknown_pipeline_is_one_line(capsys) -> None:
+    assert main(["retry", "x", "--pipeline", "nope"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.strip()
+        == "batch-pipeline retry: no pipeline 'nope' in these definitions (pipelines: demo)"
+    )

@@ -35,24 +35,34 @@ def test_latest_success_else_latest_error(tmp_path: Path) -> None:
     _write(layout, "a", ok=["x"], failed=["y", "z"])
     _write(layout, "a.retry-1", ok=["y"], failed=["z"])
     _write(layout, "b", ok=["x"], failed=[])
-    files = {f.original: f for f in build_outcomes(layout)}
-    assert {k: (f.rows, f.rebuilt) for k, f in files.items()} == {"a": (3, True), "b": (1, True)}
+    _write(layout, "ab", ok=["x"], failed=[])  # a name starting like `a`: not an attempt of it
+    built = build_outcomes(layout, "a")
+    assert (built.rows, built.attempts) == (3, ["a", "a.retry-1"])
     rows = duckdb.sql(
         f"select custom_id, outcome, attempt, input_file, output_text, error_message "
-        f"from read_parquet('{files['a'].path}') order by custom_id"
+        f"from read_parquet('{built.path}') order by custom_id"
     ).fetchall()
     assert rows == [
         ("x", "succeeded", 1, "a", "x@1", None),
         ("y", "succeeded", 2, "a.retry-1", "y@2", None),
         ("z", "failed", 2, "a.retry-1", None, "try 2"),
     ]
-    # nothing changed: nothing rebuilt; a new attempt rebuilds only its original
-    assert not any(f.rebuilt for f in build_outcomes(layout))
+    # a new attempt: its original's outcomes are built again from every attempt; nothing else
     _write(layout, "a.retry-2", ok=["z"], failed=[])
-    rebuilt = {f.original: f.rebuilt for f in build_outcomes(layout)}
-    assert rebuilt == {"a": True, "b": False}
+    assert build_outcomes(layout, "a").attempts == ["a", "a.retry-1", "a.retry-2"]
+    assert not (tmp_path / "outcomes" / "original_file=b").exists()
+    assert build_outcomes(layout, "b").rows == 1
     hive = duckdb.sql(
         f"select original_file, count(*), count(*) filter (where outcome = 'succeeded') "
         f"from read_parquet('{tmp_path}/outcomes/*/*.parquet', hive_partitioning=true) group by 1 order by 1"
     ).fetchall()
     assert hive == [("a", 3, 3), ("b", 1, 1)]
+
+
+def test_an_attempt_with_only_one_table_written_is_left_out(tmp_path: Path) -> None:
+    layout = DataLayout.at(tmp_path)
+    _write(layout, "c", ok=["x"], failed=["y"])
+    _write(layout, "c.retry-1", ok=["y"], failed=[])
+    layout.errors_file("c.retry-1").unlink()  # a collect that did not finish
+    built = build_outcomes(layout, "c")
+    assert built.attempts == ["c"] and built.rows == 2

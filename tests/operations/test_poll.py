@@ -1,20 +1,32 @@
-"""Polling against the emulator: a 404 must persist before a batch counts as gone, a provider-wide
-404 is a setup fault, a sweep stops at its deadline, and settled files are not read at all."""
+"""Batch status against the emulator: a poll reads and writes nothing (a 404 must persist before
+a batch counts as gone, a provider-wide 404 is a setup fault, a sweep stops at its deadline, a
+held lock is no obstacle); `refresh_statuses`, what runs call, records it."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
+from pipeline_support import chat_lines
 
 from batch_pipeline.gateway import BifrostClient
 from batch_pipeline.ledger.manifest import ManifestStore, ShardRecord
 from batch_pipeline.ledger.storage import DataPath
-from batch_pipeline.operations.poll import GONE_STATUS, NOT_FOUND_GRACE_SECONDS, poll_in_flight
+from batch_pipeline.operations.poll import (
+    GONE_STATUS,
+    NOT_FOUND_GRACE_SECONDS,
+    BatchState,
+    file_progress,
+    in_flight_batches,
+    poll_batches,
+    refresh_statuses,
+    with_states,
+)
 
 
-def _store(batches_dir: DataPath, batch_ids: list[str]) -> ManifestStore:
+def _store(batches_dir: DataPath, batch_ids: list[str], age: float = 3600) -> ManifestStore:
     store = ManifestStore(batches_dir)
     with store.update("f", input_sha256="x") as manifest:
         for i, batch_id in enumerate(batch_ids):
@@ -27,7 +39,7 @@ def _store(batches_dir: DataPath, batch_ids: list[str]) -> ManifestStore:
                 bytes=1,
                 state="submitted",
                 batch_id=batch_id,
-                created_at=time.time() - 3600,
+                created_at=time.time() - age,
             )
     return store
 
@@ -38,59 +50,94 @@ def client(emulator):
         yield c
 
 
+def _refs(store: ManifestStore):
+    return in_flight_batches([store.load("f")])
+
+
 def test_a_404_must_persist_before_the_batch_counts_as_gone(client, tmp_path: Path) -> None:
     store = _store(tmp_path, ["batch_unknown"])
+    written = (tmp_path / "f.json").read_bytes()
     now = time.time()
-    first = poll_in_flight(client, store, now=now)
-    record = store.load("f").shards["s0"]
-    assert not record.terminal and record.not_found_since == now
-    assert first.ready == [] and "answers 404" in first.problems[0]
-    later = poll_in_flight(client, store, now=now + NOT_FOUND_GRACE_SECONDS + 1)
-    record = store.load("f").shards["s0"]
-    assert record.terminal and record.status == GONE_STATUS
-    assert later.ready == ["f"]  # judged on the manifest as this poll saved it
+    first = poll_batches(client, _refs(store), now=now)
+    assert first.states == {} and first.missing_since == {"batch_unknown": now}
+    assert "answers 404" in first.problems[0]
+    later = poll_batches(
+        client,
+        _refs(store),
+        missing_since=first.missing_since,
+        now=now + NOT_FOUND_GRACE_SECONDS + 1,
+    )
+    assert later.states == {"batch_unknown": BatchState.gone()} and later.missing_since == {}
+    assert (tmp_path / "f.json").read_bytes() == written  # polls write nothing
+    progress = file_progress(with_states(store.load("f"), later.states))
+    assert progress.ready and progress.statuses == {GONE_STATUS: 1}
 
 
 def test_every_batch_of_a_provider_404_is_a_setup_fault(client, tmp_path: Path) -> None:
     store = _store(tmp_path, ["batch_a", "batch_b"])
+    missing: dict[str, float] = {}
     for later in (0, 2 * NOT_FOUND_GRACE_SECONDS):
-        report = poll_in_flight(client, store, now=time.time() + later)
+        report = poll_batches(client, _refs(store), missing_since=missing, now=time.time() + later)
         assert "check the gateway URL and key" in report.problems[0]
-    assert not any(r.terminal for r in store.load("f").shards.values())
+        assert report.states == {} and report.missing_since == {}
+        missing = report.missing_since
 
 
 def test_a_sweep_stops_at_its_deadline(client, tmp_path: Path) -> None:
     store = _store(tmp_path, [f"batch_{i}" for i in range(3)])
-    report = poll_in_flight(client, store, deadline_seconds=0.0, offset=1)
+    report = poll_batches(client, _refs(store), deadline_seconds=0.0, offset=1)
     assert (report.in_flight, report.polled, report.next_offset) == (3, 0, 1)
 
 
-def test_settled_files_are_neither_read_nor_polled(client, emulator, tmp_path: Path) -> None:
-    store = _store(tmp_path, ["batch_never_read"])
-    store.settle("f")
-    (tmp_path / "f.json").write_text("not json: reading it would fail")
-    report = poll_in_flight(client, store)
-    assert (report.in_flight, report.polled, report.manifests) == (0, 0, {})
+def test_batches_known_to_have_ended_are_not_polled_again(tmp_path: Path) -> None:
+    store = _store(tmp_path, ["b0", "b1"])
+    known = {"b0": BatchState("completed", True, {"total": 1})}
+    assert [r.batch_id for r in in_flight_batches([store.load("f")], known)] == ["b1"]
 
 
-def test_settled_since_keeps_files_settled_after_it(tmp_path: Path) -> None:
-    store = _store(tmp_path, ["b"])
-    store.settle("f")
-    assert store.active() == []
-    assert [m.input_file for m in store.active(settled_since=time.time() - 60)] == ["f"]
-    assert store.active(settled_since=time.time() + 60) == []
-
-
-def test_a_manifest_locked_elsewhere_is_left_for_the_next_tick(
-    client, s3_bucket, monkeypatch
-) -> None:
-    """On S3 a dead pod's lease holds a manifest for a minute: the tick skips that file."""
+def test_a_poll_never_waits_on_a_lock(client, s3_bucket) -> None:
+    """On S3 a dead pod's lease holds a manifest for a minute: a tick does not care."""
     from batch_pipeline.ledger.storage import data_root, lock
-    from batch_pipeline.operations import poll
 
-    monkeypatch.setattr(poll, "MANIFEST_WAIT_SECONDS", 0.3)
     store = _store(data_root(s3_bucket.url()) / "batches", ["batch_elsewhere"])
+    started = time.monotonic()
     with lock(store.dir / ".f.lock"):
-        report = poll_in_flight(client, store)
-    assert report.polled == 1
-    assert any("f: statuses not recorded this time" in p for p in report.problems)
+        report = poll_batches(client, _refs(store))
+    assert report.polled == 1 and time.monotonic() - started < 10
+
+
+def _finished_batch(client: BifrostClient, folder: Path) -> str:
+    """A batch of two requests at the emulator, waited for until it completed."""
+    lines = chat_lines(2)
+    for line in lines:
+        line["body"]["model"] = "gpt-4o-mini"  # a file for OpenAI names the bare model
+    shard = folder / "shard.jsonl"
+    shard.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    file_id = client.upload_file(shard, provider="openai").id
+    batch = client.create_batch(
+        model="openai/gpt-4o-mini", endpoint="/v1/chat/completions", input_file_id=file_id
+    )
+    deadline = time.monotonic() + 30
+    while client.retrieve_batch(batch.id, provider="openai").status != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return batch.id
+
+
+def test_refresh_records_the_status_runs_act_on(client, tmp_path: Path) -> None:
+    store = _store(tmp_path / "batches", [_finished_batch(client, tmp_path), "batch_gone"])
+    saved = refresh_statuses(client, store, "f")
+    assert saved == store.load("f")
+    done, gone = saved.shards["s0"], saved.shards["s1"]
+    assert (done.status, done.terminal, done.request_counts["succeeded"]) == ("completed", True, 2)
+    assert done.output_file_id and done.polled_at
+    assert (gone.status, gone.terminal) == (GONE_STATUS, True)  # 404 an hour after its create
+    written = (tmp_path / "batches" / "f.json").read_bytes()
+    assert refresh_statuses(client, store, "f") == saved  # nothing in flight: nothing asked
+    assert (tmp_path / "batches" / "f.json").read_bytes() == written
+
+
+def test_refresh_leaves_a_fresh_404_alone(client, tmp_path: Path) -> None:
+    store = _store(tmp_path, ["batch_just_made"], age=10)
+    saved = refresh_statuses(client, store, "f")
+    assert not saved.shards["s0"].terminal and saved.shards["s0"].status is None

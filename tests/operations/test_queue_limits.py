@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from batch_pipeline.ledger.manifest import ManifestStore, ShardRecord
+from batch_pipeline.ledger.manifest import Manifest, ShardRecord
 from batch_pipeline.operations.queue_limits import QueueGate
 
 
@@ -20,12 +20,11 @@ def _record(
     )
 
 
-def test_gate_counts_in_flight_tokens_per_model(tmp_path: Path) -> None:
-    store = ManifestStore(tmp_path)
-    with store.update("a", input_sha256="x") as manifest:
-        manifest.shards["run"] = _record("run", 600, batch_id="b1")
-        manifest.shards["done"] = _record("done", 10_000, batch_id="b2", terminal=True)
-    gate = QueueGate(store.active(), {"openai/gpt-4o-mini": 1000})
+def test_gate_counts_in_flight_tokens_per_model() -> None:
+    manifest = Manifest(input_file="a", input_sha256="x")
+    manifest.shards["run"] = _record("run", 600, batch_id="b1")
+    manifest.shards["done"] = _record("done", 10_000, batch_id="b2", terminal=True)
+    gate = QueueGate([manifest], {"openai/gpt-4o-mini": 1000})
     assert gate.admit(_record("x", 300)) is None  # 900 in flight now
     reason = gate.admit(_record("y", 200))
     assert reason and "1,000" in reason and "900" in reason

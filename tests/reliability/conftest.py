@@ -1,9 +1,8 @@
-"""Fixtures of the reliability suite: a Dagster instance on disk and the shared test helpers."""
+"""Fixtures of the reliability suite: a data root per test and the shared test helpers."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,17 +11,6 @@ import pytest
 # (tests/gateway/).
 TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS), str(TESTS / "inputs"), str(TESTS / "gateway")]
-
-
-@pytest.fixture
-def instance(tmp_path: Path) -> Iterator:
-    """A throwaway Dagster instance with its storage under the test's tmp_path."""
-    import dagster as dg
-
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.DagsterInstance.local_temp(str(home)) as instance:
-        yield instance
 
 
 @pytest.fixture

@@ -13,14 +13,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import dagster as dg
 import pytest
+from dagster._core.definitions.sensor_definition import SensorExecutionData
+from driver_support import driver, submit
 from inputs_corpus import CASES, jsonl, openai_line
-from reliability_support import counters, resources, submit
+from reliability_support import counters
 
-from batch_pipeline.cli.run import RunError, run_files
-from batch_pipeline.defs.resources import PipelineSettings
-from batch_pipeline.defs.sensors import inbox_sensor
+from batch_pipeline.errors import BatchPipelineError
 
 CLI = Path(sys.executable).with_name("batch-pipeline")
 FIFTY_MB = 50 * 1024 * 1024
@@ -134,12 +133,12 @@ def test_validate_gives_one_line_per_problem_and_exit_1(corpus_dir: Path) -> Non
 def test_batch_input_fails_with_one_line_naming_file_and_line_and_submits_nothing(
     emulator, instance, data_root: Path, corpus_dir: Path
 ) -> None:
-    res = resources(emulator.base_url, data_root)
+    drive = driver(instance, emulator.base_url, data_root)
     wrong = []
     for bad in CORPUS:
         path = data_root / "inbox" / bad.file_name
         path.write_bytes((corpus_dir / bad.file_name).read_bytes())
-        message = submit(instance, bad.partition, res)
+        message = submit(drive, bad.partition)
         try:
             assert message is not None, "accepted"
             _assert_names_file_and_line(message, path, bad)
@@ -157,17 +156,17 @@ def test_batch_input_fails_with_one_line_naming_file_and_line_and_submits_nothin
 def test_refused_names_through_the_asset(emulator, instance, data_root, file_name) -> None:
     (data_root / "inbox" / file_name).write_bytes(jsonl(openai_line()))
     partition = file_name.removesuffix(".jsonl")
-    message = submit(instance, partition, resources(emulator.base_url, data_root))
+    message = submit(driver(instance, emulator.base_url, data_root), partition)
     assert message is not None and "\n" not in message and "rename the file" in message, message
     assert counters(emulator.base_url)["batches_created"] == 0
 
 
 @pytest.mark.parametrize("file_name", BAD_NAMES)
-def test_refused_names_through_run(emulator, data_root, tmp_path, file_name) -> None:
+def test_refused_names_through_run(emulator, instance, data_root, tmp_path, file_name) -> None:
     source = tmp_path / file_name
     source.write_bytes(jsonl(openai_line()))
-    with pytest.raises(RunError) as info:
-        run_files([source], gateway_url=emulator.base_url, data_dir=data_root)
+    with pytest.raises(BatchPipelineError) as info:
+        driver(instance, emulator.base_url, data_root).run([source])
     assert "\n" not in str(info.value) and "rename the file" in str(info.value)
     assert counters(emulator.base_url)["files_uploaded"] == 0
 
@@ -203,12 +202,9 @@ def test_validate_reports_a_name_the_pipeline_refuses(tmp_path: Path, file_name:
     assert any("rename the file" in line for line in done.stdout.splitlines()), done.stdout
 
 
-def _inbox_sensor_tick(instance, data_root: Path, cursor: str | None = None) -> dg.SensorResult:
-    settings = PipelineSettings(data_root=str(data_root), inbox_settle_seconds=0.0)
-    context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"pipeline": settings}
-    )
-    return inbox_sensor(context)
+def _inbox_sensor_tick(drive) -> SensorExecutionData:
+    """The inbox sensor's answer, from where its previous tick left it (nothing is done)."""
+    return drive.evaluate(drive.names.inbox_sensor)
 
 
 def test_inbox_sensor_survives_the_corpus_and_warns_about_bad_names(
@@ -220,7 +216,8 @@ def test_inbox_sensor_survives_the_corpus_and_warns_about_bad_names(
     for name in BAD_NAMES:
         (inbox / name).write_bytes(jsonl(openai_line()))
     (inbox / ".partial.jsonl").write_bytes(b"{")  # hidden: a copy in progress, left alone
-    answer = _inbox_sensor_tick(instance, data_root)
+    drive = driver(instance, "http://127.0.0.1:9", data_root)
+    answer = _inbox_sensor_tick(drive)
     requested = sorted(r.partition_key for r in answer.run_requests)
     # good names are registered whatever their content: batch_input refuses bad content
     assert requested == sorted(b.partition for b in CORPUS)
@@ -230,5 +227,5 @@ def test_inbox_sensor_survives_the_corpus_and_warns_about_bad_names(
         stem = name.removesuffix(".jsonl")
         assert any(repr(stem) in w or stem in w for w in warned), (name, warned)
     assert all("\n" not in w for w in warned)
-    again = _inbox_sensor_tick(instance, data_root, answer.cursor)
+    again = _inbox_sensor_tick(drive)
     assert json.loads(again.cursor)["told"] == warned  # refused names are told once, not every tick

@@ -12,14 +12,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from driver_support import driver, submit
 from inputs_corpus import jsonl, openai_line
 from pipeline_support import chat_lines, write_input
-from reliability_support import counters, failure_message, resources, submit
+from reliability_support import counters
 
-from batch_pipeline.defs.assets import collected_batches
-from batch_pipeline.defs.partitions import input_files
-from batch_pipeline.defs.resources import PipelineSettings
-from batch_pipeline.defs.sensors import inbox_sensor
 from batch_pipeline.gateway import BifrostClient
 from batch_pipeline.ledger.layout import DataLayout, LayoutError
 from batch_pipeline.ledger.manifest import ManifestStore
@@ -62,7 +59,7 @@ def test_crafted_partition_keys_are_refused_before_any_path_is_touched(
     """Through the submit assets (batch_input + submitted_batches) and the collect step."""
     skip = {data_root, tmp_path / "dagster_home", Path(emulator.state_dir)}
     before = _tree(tmp_path, skip)
-    message = submit(instance, key, resources(emulator.base_url, data_root))
+    message = submit(driver(instance, emulator.base_url, data_root), key)
     assert message is not None and "\n" not in message and "rename the file" in message, message
     layout = DataLayout.at(data_root)
     with (
@@ -80,25 +77,19 @@ def test_crafted_partition_keys_are_refused_before_any_path_is_touched(
 def test_collect_asset_refuses_a_crafted_key_at_once_in_one_line(
     emulator, instance, data_root: Path, victim: Path
 ) -> None:
-    instance.add_dynamic_partitions(input_files.name, ["../victim"])
-    result = dg.materialize(
-        [collected_batches],
-        partition_key="../victim",
-        instance=instance,
-        resources=resources(emulator.base_url, data_root),
-        raise_on_error=False,
-    )
-    message = failure_message(result)
-    assert not result.success and "rename the file" in message and "\n" not in message, message
-    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    drive = driver(instance, emulator.base_url, data_root)
+    outcome = drive.execute(drive.names.collect_job, "../victim")
+    message = outcome.message
+    assert not outcome.success and "rename the file" in message and "\n" not in message, message
+    retried = instance.get_records_for_run(
+        outcome.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY
+    ).records
     assert retried == []  # a refused name is final: the retry policy is not spent on it
 
 
-def _inbox_tick(instance, data_root: Path) -> dg.SensorResult:
-    settings = PipelineSettings(data_root=str(data_root), inbox_settle_seconds=0.0)
-    return inbox_sensor(
-        dg.build_sensor_context(instance=instance, resources={"pipeline": settings})
-    )
+def _inbox_tick(instance, data_root: Path):
+    drive = driver(instance, "http://127.0.0.1:9", data_root)
+    return drive.evaluate(drive.names.inbox_sensor)
 
 
 def test_symlink_out_of_the_data_root_is_refused(
@@ -109,7 +100,7 @@ def test_symlink_out_of_the_data_root_is_refused(
     assert tick.run_requests == []  # the sensor looks where it leads, and warns
     assert any("links outside the data root" in w for w in json.loads(tick.cursor)["told"])
     # registered by hand anyway: the asset refuses it too, before anything is uploaded
-    message = submit(instance, "escape", resources(emulator.base_url, data_root))
+    message = submit(driver(instance, emulator.base_url, data_root), "escape")
     assert message is not None and "links outside the data root" in message, message
     assert counters(emulator.base_url)["files_uploaded"] == 0
 
@@ -119,7 +110,7 @@ def test_symlink_within_the_data_root_is_followed(emulator, instance, data_root:
     shared.parent.mkdir()
     shared.write_bytes(jsonl(openai_line("a"), openai_line("b")))
     os.symlink(shared, data_root / "inbox" / "linked.jsonl")
-    assert submit(instance, "linked", resources(emulator.base_url, data_root)) is None
+    assert submit(driver(instance, emulator.base_url, data_root), "linked") is None
     assert counters(emulator.base_url)["batches_created"] == 1
 
 
@@ -131,11 +122,11 @@ def test_inbox_sensor_survives_a_dangling_symlink(instance, data_root: Path) -> 
     assert any("dangling.jsonl" in w for w in json.loads(answer.cursor)["told"])  # warned, once
 
 
-def _submit_with_deadline(instance, name: str, res, fifo: Path | None) -> str | None:
+def _submit_with_deadline(drive, name: str, fifo: Path | None) -> str | None:
     """Submit in a thread; a run still blocked after 8 s fails the test (a FIFO is then
     opened for writing so the blocked reader sees end-of-file and the thread ends)."""
     outcome: dict[str, str | None] = {}
-    worker = threading.Thread(target=lambda: outcome.update(m=submit(instance, name, res)))
+    worker = threading.Thread(target=lambda: outcome.update(m=submit(drive, name)))
     worker.start()
     worker.join(8)
     if worker.is_alive():
@@ -156,9 +147,8 @@ def test_inbox_entries_that_are_not_files_are_refused(
     else:
         os.mkfifo(entry)
     message = _submit_with_deadline(
-        instance,
+        driver(instance, emulator.base_url, data_root),
         entry.stem,
-        resources(emulator.base_url, data_root),
         entry if kind == "fifo" else None,
     )
     assert message is not None and "not a regular file" in message, message

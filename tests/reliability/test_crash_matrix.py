@@ -12,9 +12,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import pyarrow.dataset as ds
 import pytest
+from driver_support import cli_driver
 from pipeline_support import chat_lines, write_input
 from reliability_support import (
     arm,
@@ -26,7 +28,6 @@ from reliability_support import (
     visible_parquet,
 )
 
-from batch_pipeline.cli.run import run_files
 from batch_pipeline.ledger.layout import DataLayout
 from batch_pipeline.ledger.manifest import ManifestStore
 
@@ -40,7 +41,7 @@ def _start_run(source: Path, data_root: Path, gateway: str, tmp_path: Path) -> s
     log = open(tmp_path / "run.log", "wb")  # noqa: SIM115 - closed with the process below
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "BIFROST_API_KEY")}
     (tmp_path / "tmp").mkdir(exist_ok=True)
-    env["TMPDIR"] = str(tmp_path / "tmp")  # the run's throwaway Dagster instance lives here
+    env["TMPDIR"] = str(tmp_path / "tmp")  # whatever the run puts in temp files stays here
     command = [str(CLI), "run", str(source), "--gateway", gateway, "--data-dir", str(data_root)]
     process = subprocess.Popen(
         [*command, "--poll-interval", "0.1"], stdout=log, stderr=subprocess.STDOUT, env=env
@@ -72,15 +73,12 @@ def _log(tmp_path: Path) -> str:
 
 
 def _rerun_and_prove(emulator, source: Path, data_root: Path, name: str, lines: int) -> None:
-    """Run again to completion, then prove: one batch per shard, whole files, every line once."""
+    """Run again to completion as `batch-pipeline run` does (a new ephemeral instance), then
+    prove: one batch per shard, whole files, every line once."""
     disarm(emulator.base_url)
-    summary = run_files(
-        [source],
-        gateway_url=emulator.base_url,
-        data_dir=data_root,
-        poll_interval=0.1,
-        progress=lambda _: None,
-    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        drive = cli_driver(instance, emulator.base_url, data_root)
+        summary = drive.run([source], poll_interval=0.1, progress=lambda _: None)
     assert summary.ok, summary.render()
     assert_one_batch_per_shard(emulator.base_url, data_root, [name])
     assert_invariant(data_root, name, lines)

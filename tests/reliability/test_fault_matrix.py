@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
+from driver_support import driver, poll_and_collect, run, submit
 from pipeline_support import anthropic_lines, chat_lines, write_input
 from reliability_support import (
     arm,
@@ -23,13 +24,8 @@ from reliability_support import (
     assert_parquet_complete,
     counters,
     input_lines,
-    poll_and_collect,
-    resources,
     shard_ids,
-    submit,
 )
-
-from batch_pipeline.cli.run import run_files
 
 NAMES = ("chat", "claude")
 # The routes a run of both partitions uses: uploads, creates, polls, downloads, /results.
@@ -46,8 +42,8 @@ def _inputs(data_root: Path) -> dict[str, Path]:
     }
 
 
-def _submit_all(instance, res, names=NAMES) -> dict[str, str | None]:
-    return {name: submit(instance, name, res) for name in names}
+def _submit_all(drive, names=NAMES) -> dict[str, str | None]:
+    return {name: submit(drive, name) for name in names}
 
 
 def _assert_proofs(base_url: str, data_root: Path, paths: dict[str, Path]) -> dict[str, Any]:
@@ -71,9 +67,9 @@ def _assert_one_line(message: str | None, *fragments: str) -> None:
 def _run_clean(emulator, instance, data_root: Path, **gateway: Any) -> dict[str, Any]:
     """Submit both files, poll, collect; every step must succeed at the first attempt."""
     paths = _inputs(data_root)
-    res = resources(emulator.base_url, data_root, **gateway)
-    assert _submit_all(instance, res) == dict.fromkeys(NAMES)
-    assert poll_and_collect(instance, NAMES, res) == dict.fromkeys(NAMES)
+    drive = driver(instance, emulator.base_url, data_root, **gateway)
+    assert _submit_all(drive) == dict.fromkeys(NAMES)
+    assert poll_and_collect(drive, NAMES) == dict.fromkeys(NAMES)
     return _assert_proofs(emulator.base_url, data_root, paths)
 
 
@@ -95,20 +91,22 @@ def test_5xx_on_create_stops_clearly_then_the_rerun_creates_once(
     emulator, instance, data_root: Path
 ) -> None:
     paths = _inputs(data_root)
-    res = resources(emulator.base_url, data_root, settings={"create_settle_seconds": SETTLE})
+    drive = driver(
+        instance, emulator.base_url, data_root, {"submit": {"create_settle_seconds": SETTLE}}
+    )
     arm(emulator.base_url, kind="server_error", routes=["batch_create"], count=2, status=502)
-    first = _submit_all(instance, res)
+    first = _submit_all(drive)
     _assert_one_line(first["chat"], "may or may not have made a batch", "re-run later")
     _assert_one_line(first["claude"], "assume_not_created")
     assert counters(emulator.base_url)["batches_created"] == 0
     # at once, the batch of a slow create might still appear: the re-run waits, and says so
-    _assert_one_line(submit(instance, "chat", res), "is not listed yet", "re-run after")
+    _assert_one_line(submit(drive, "chat"), "is not listed yet", "re-run after")
     time.sleep(SETTLE)
-    assert submit(instance, "chat", res) is None
+    assert submit(drive, "chat") is None
     # Anthropic keeps no metadata to look the batch up by: the operator confirms, as told.
     (claude_shard,) = shard_ids(data_root, ["claude"])
-    assert submit(instance, "claude", res, {"assume_not_created": [claude_shard]}) is None
-    assert poll_and_collect(instance, NAMES, res) == dict.fromkeys(NAMES)
+    assert submit(drive, "claude", {"assume_not_created": [claude_shard]}) is None
+    assert poll_and_collect(drive, NAMES) == dict.fromkeys(NAMES)
     _assert_proofs(emulator.base_url, data_root, paths)
 
 
@@ -118,11 +116,13 @@ def test_create_answered_too_late_is_adopted_not_repeated(
     """The create reaches the gateway and makes its batch, but the answer never comes back in
     time: the batch is found again by its metadata and adopted in the same run."""
     paths = {"chat": _inputs(data_root)["chat"]}
-    res = resources(emulator.base_url, data_root, read_timeout=0.5, max_retry_seconds=5)
+    drive = driver(
+        instance, emulator.base_url, data_root, read_timeout_seconds=0.5, max_retry_seconds=5
+    )
     arm(emulator.base_url, kind="slow_answer", routes=["batch_create"], delay=1.5)
-    assert submit(instance, "chat", res) is None
-    assert submit(instance, "chat", res) is None  # a re-run reuses it
-    assert poll_and_collect(instance, ["chat"], res) == {"chat": None}
+    assert submit(drive, "chat") is None
+    assert submit(drive, "chat") is None  # a re-run reuses it
+    assert poll_and_collect(drive, ["chat"]) == {"chat": None}
     _assert_proofs(emulator.base_url, data_root, paths)
     assert counters(emulator.base_url)["faults_fired"] == {"slow_answer": 1}
 
@@ -133,15 +133,17 @@ def test_slow_create_past_the_timeout_then_rerun_later_creates_once(
     """The create waits at the gateway past the client's timeout; the gateway makes the batch
     after the run gave up. A re-run (later, as the message says) adopts it."""
     paths = {"chat": _inputs(data_root)["chat"]}
-    res = resources(emulator.base_url, data_root, read_timeout=0.5, max_retry_seconds=5)
+    drive = driver(
+        instance, emulator.base_url, data_root, read_timeout_seconds=0.5, max_retry_seconds=5
+    )
     arm(emulator.base_url, kind="slow", routes=["batch_create"], delay=1.5, count=1)
-    _assert_one_line(submit(instance, "chat", res), "may or may not have made a batch")
+    _assert_one_line(submit(drive, "chat"), "may or may not have made a batch")
     deadline = time.monotonic() + 10
     while counters(emulator.base_url)["batches_created"] < 1:  # the late create lands
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    assert submit(instance, "chat", res) is None
-    assert poll_and_collect(instance, ["chat"], res) == {"chat": None}
+    assert submit(drive, "chat") is None
+    assert poll_and_collect(drive, ["chat"]) == {"chat": None}
     _assert_proofs(emulator.base_url, data_root, paths)
 
 
@@ -151,12 +153,14 @@ def test_slow_create_then_immediate_rerun_creates_no_second_batch(
     """The re-run comes while the gateway still holds the first create: it finds no batch yet,
     and must not take that as proof that none will appear."""
     paths = {"chat": _inputs(data_root)["chat"]}
-    res = resources(emulator.base_url, data_root, read_timeout=0.3, max_retry_seconds=5)
+    drive = driver(
+        instance, emulator.base_url, data_root, read_timeout_seconds=0.3, max_retry_seconds=5
+    )
     arm(emulator.base_url, kind="slow", routes=["batch_create"], delay=2.0, count=1)
-    _assert_one_line(submit(instance, "chat", res), "may or may not have made a batch")
-    _assert_one_line(submit(instance, "chat", res), "is not listed yet", "re-run after")
+    _assert_one_line(submit(drive, "chat"), "may or may not have made a batch")
+    _assert_one_line(submit(drive, "chat"), "is not listed yet", "re-run after")
     time.sleep(2.5)  # the first create lands
-    assert submit(instance, "chat", res) is None  # adopted
+    assert submit(drive, "chat") is None  # adopted
     assert_one_batch_per_shard(emulator.base_url, data_root, paths)
 
 
@@ -170,20 +174,21 @@ def test_slow_answers_past_the_read_timeout_are_retried(
     if route == "batch_list":  # the pipeline lists batches only to settle an unknown create
         arm(emulator.base_url, kind="server_error", routes=["batch_create"], count=1)
         paths = _inputs(data_root)
-        res = resources(
+        drive = driver(
+            instance,
             emulator.base_url,
             data_root,
-            settings={"create_settle_seconds": SETTLE},
-            read_timeout=0.4,
+            {"submit": {"create_settle_seconds": SETTLE}},
+            read_timeout_seconds=0.4,
             max_retry_seconds=10,
         )
-        _assert_one_line(submit(instance, "chat", res), "may or may not have made a batch")
+        _assert_one_line(submit(drive, "chat"), "may or may not have made a batch")
         time.sleep(SETTLE)
-        assert _submit_all(instance, res) == dict.fromkeys(NAMES)
-        assert poll_and_collect(instance, NAMES, res) == dict.fromkeys(NAMES)
+        assert _submit_all(drive) == dict.fromkeys(NAMES)
+        assert poll_and_collect(drive, NAMES) == dict.fromkeys(NAMES)
         _assert_proofs(emulator.base_url, data_root, paths)
     else:
-        _run_clean(emulator, instance, data_root, read_timeout=0.4, max_retry_seconds=10)
+        _run_clean(emulator, instance, data_root, read_timeout_seconds=0.4, max_retry_seconds=10)
     assert armed(emulator.base_url) == []
 
 
@@ -226,8 +231,8 @@ def test_gateway_restart_in_the_middle_of_the_batches(
     timing = {"requests_per_second": 4.0, "chunk_size": 1, "state_dir": state}
     first = emulator_factory(**timing)
     paths = _inputs(data_root)
-    res = resources(first.base_url, data_root, max_retry_seconds=20)
-    assert _submit_all(instance, res) == dict.fromkeys(NAMES)
+    drive = driver(instance, first.base_url, data_root, max_retry_seconds=20)
+    assert _submit_all(drive) == dict.fromkeys(NAMES)
     started: dict[str, Any] = {}
     later = threading.Timer(
         1.0, lambda: started.update(emulator=emulator_factory(**timing, port=first.port))
@@ -243,10 +248,11 @@ def test_gateway_restart_in_the_middle_of_the_batches(
             later.start()
         else:
             started["emulator"] = emulator_factory(**timing, port=0)
-            res["gateway"] = resources(started["emulator"].base_url, data_root)["gateway"]
+            gateway = drive.names.gateway_resource
+            drive.resources[gateway] = drive.gateway.with_base_url(started["emulator"].base_url)
 
     try:
-        outcome = poll_and_collect(instance, NAMES, res, between_ticks=restart)
+        outcome = poll_and_collect(drive, NAMES, between_ticks=restart)
     finally:
         later.cancel()
         if later.is_alive():
@@ -264,13 +270,11 @@ def test_anthropic_batches_counted_by_content_once(emulator, instance, data_root
 
 
 def test_a_gateway_refusal_during_submit_is_one_clear_line(
-    emulator_factory, data_root: Path, monkeypatch
+    emulator_factory, instance, data_root: Path, monkeypatch
 ) -> None:
     emulator = emulator_factory(api_keys=("sk-bf-the-right-key",))
     monkeypatch.setenv("BIFROST_API_KEY", "sk-bf-a-wrong-key")
-    path = write_input(data_root, "chat", chat_lines(2))
-    summary = run_files(
-        [path], gateway_url=emulator.base_url, data_dir=data_root, progress=lambda _: None
-    )
+    write_input(data_root, "chat", chat_lines(2))
+    summary = run(driver(instance, emulator.base_url, data_root), data_root, ["chat"])
     _assert_one_line(summary.files[0].message, "HTTP 401", "check BIFROST_API_KEY")
     assert counters(emulator.base_url)["batches_created"] == 0

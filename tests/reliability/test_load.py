@@ -11,15 +11,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import httpx
 import pytest
+from driver_support import driver, record_submitted
 from pipeline_support import chat_lines, write_input
-from reliability_support import assert_one_batch_per_shard, counters, resources, sensor_tick
+from reliability_support import assert_one_batch_per_shard, counters
 
-from batch_pipeline.defs.partitions import input_files
 from batch_pipeline.gateway import BifrostClient
 from batch_pipeline.inputs import InputOptions, prepare_input
+from batch_pipeline.integration.sensors import StatusCursor
 from batch_pipeline.ledger.layout import DataLayout
 from batch_pipeline.ledger.manifest import ManifestStore
 from batch_pipeline.operations.collect import collect_partition
@@ -57,38 +59,42 @@ def test_1000_batches_in_flight_ticks_stay_far_below_the_sensor_limit(
     with ThreadPoolExecutor(8) as pool:
         assert sum(pool.map(submit, names)) == FILES * SHARDS_PER_FILE
     print(f"\nsubmitted {FILES * SHARDS_PER_FILE} batches in {time.monotonic() - started:.1f}s")
-    instance.add_dynamic_partitions(input_files.name, names)
-    res = resources(emulator.base_url, data_root)
+    drive = driver(instance, emulator.base_url, data_root)
+    record_submitted(drive, names)
+    manifests = {p: p.read_bytes() for p in (data_root / "batches").glob("*.json")}
 
-    def tick(cursor: str | None):
+    def tick():
         began = time.monotonic()
-        answer = sensor_tick(instance, res, cursor)
+        answer = drive.evaluate(drive.names.status_sensor)
         seconds = time.monotonic() - began
         assert seconds < TICK_LIMIT_SECONDS, f"a status tick took {seconds:.1f}s"
         return answer, seconds
 
-    polled_before = time.time()
-    first, first_seconds = tick(None)
-    second, second_seconds = tick(first.cursor)
+    first, first_seconds = tick()
+    second, second_seconds = tick()
     print(
         f"in-flight ticks (1000 batches, 500 polled each): {first_seconds:.2f}s, {second_seconds:.2f}s"
     )
-    assert "1000 batches in flight, 500 polled" in first.skip_reason.skip_message
-    # two ticks of 500 cover all 1000 batches, none twice: every record was polled since
-    records = [r for m in store.active() for r in m.shards.values()]
-    assert len(records) == 1000 and all(r.polled_at >= polled_before for r in records)
+    observed = [e.partition for e in first.asset_events if isinstance(e, dg.AssetObservation)]
+    assert sorted(observed) == names  # each file's progress, reported once
+    third, _ = tick()  # nothing changed since: nothing reported
+    assert "1000 batches in flight, 500 polled, none changed" in (third.skip_message or "")
+    # two ticks of 500 cover all 1000 batches, none twice: every batch's state is known
+    known = StatusCursor.parse(second.cursor).states
+    assert len(known) == 1000 and {s.status for s in known.values()} == {"validating"}
     assert not first.run_requests and not second.run_requests
+    # the sensor only read: no manifest changed
+    assert {p: p.read_bytes() for p in (data_root / "batches").glob("*.json")} == manifests
 
     httpx.patch(
         f"{emulator.base_url}/_emulator/config", json={"validation_delay": 0}
     ).raise_for_status()
-    wanted, cursor, times = set(), second.cursor, []
+    wanted, times = set(), []
     deadline = time.monotonic() + 90
     while len(wanted) < FILES:
         assert time.monotonic() < deadline, f"only {len(wanted)} files became ready"
-        answer, seconds = tick(cursor)
+        answer, seconds = tick()
         times.append(seconds)
-        cursor = answer.cursor
         wanted |= {r.partition_key for r in answer.run_requests}
     print(f"ticks until all collected: {len(times)}, slowest {max(times):.2f}s")
     assert wanted == set(names)  # every partition asked for, none dropped
@@ -112,21 +118,20 @@ def test_1000_batches_in_flight_ticks_stay_far_below_the_sensor_limit(
 TICK_SCRIPT = """
 import sys, time
 import dagster as dg
-from batch_pipeline.defs.resources import GatewayResource, PipelineSettings
-from batch_pipeline.defs.sensors import batch_status_sensor
-resources = {"gateway": GatewayResource(base_url=sys.argv[1]),
-             "pipeline": PipelineSettings(data_root=sys.argv[2])}
+from driver_support import driver, record_submitted
 with dg.DagsterInstance.ephemeral() as instance:
+    drive = driver(instance, sys.argv[1], sys.argv[2])
+    record_submitted(drive, sys.argv[3].split(","))
     started = time.monotonic()
-    answer = batch_status_sensor(dg.build_sensor_context(instance=instance, resources=resources))
-    print(f"{time.monotonic() - started:.2f}", answer.skip_reason)
+    answer = drive.evaluate(drive.names.status_sensor)
+    print(f"{time.monotonic() - started:.2f}", answer.skip_message)
 """
 
 
 def test_a_status_tick_stays_short_while_the_gateway_is_down(
     emulator_factory, data_root: Path
 ) -> None:
-    """500 batches in flight, default resource settings as the daemon runs them; the tick runs
+    """500 batches in flight, default gateway settings as the daemon runs them; the tick runs
     in its own process so a hung tick is stopped at 60 s."""
     emulator = emulator_factory(validation_delay=3600.0)
     layout, store = DataLayout.at(data_root), ManifestStore(data_root.resolve() / "batches")
@@ -136,16 +141,18 @@ def test_a_status_tick_stays_short_while_the_gateway_is_down(
         with BifrostClient(emulator.base_url) as client:
             submit_plan(client, store, plan)
 
+    names = [f"down_{i:03d}" for i in range(DOWN_FILES)]
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(submit, [f"down_{i:03d}" for i in range(DOWN_FILES)]))
+        list(pool.map(submit, names))
     url = emulator.base_url
     emulator.stop()  # the port now refuses connections
     try:
         done = subprocess.run(
-            [sys.executable, "-c", TICK_SCRIPT, url, str(data_root)],
+            [sys.executable, "-c", TICK_SCRIPT, url, str(data_root), ",".join(names)],
             capture_output=True,
             text=True,
             timeout=60,
+            cwd=Path(__file__).parents[1],  # driver_support
         )
     except subprocess.TimeoutExpired:
         pytest.fail("a status tick was still running after 60 s with the gateway down")

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from driver_support import cli_driver, driver, poll_and_collect, submit
 from pipeline_support import anthropic_lines, chat_lines, write_input
-from reliability_support import arm, counters, poll_and_collect, resources, submit
+from reliability_support import arm, counters
 
-from batch_pipeline.cli.run import run_files
 from batch_pipeline.gateway import BifrostClient, GatewayError
 
 
@@ -46,27 +46,20 @@ def test_the_key_reaches_no_file_log_output_or_message(
     arm(emulator.base_url, kind="reset_download", routes=["file_content"], after_bytes=50)
 
     def run(files: list[Path]):
-        return run_files(
-            files,
-            gateway_url=emulator.base_url,
-            data_dir=data_root,
-            poll_interval=0.1,
-            progress=print,
-        )
+        with dg.DagsterInstance.get() as instance:
+            drive = cli_driver(instance, emulator.base_url, data_root)
+            return drive.run(files, poll_interval=0.1, progress=print)
 
     first = run(sources)  # chat's create fails with an unknown outcome; broken is rejected
     failed = {f.name: f.message for f in first.files if not f.ok}
     assert set(failed) == {"chat", "broken"}, first.render()
     # chat again, on the same instance, without waiting out the window of its unknown create
-    res = resources(
-        emulator.base_url,
-        data_root,
-        settings={"create_settle_seconds": 0.0},
-        api_key=dg.EnvVar("BIFROST_API_KEY"),
-    )
     with dg.DagsterInstance.get() as instance:
-        assert submit(instance, "chat", res) is None
-        assert poll_and_collect(instance, ["chat"], res) == {"chat": None}
+        drive = driver(
+            instance, emulator.base_url, data_root, {"submit": {"create_settle_seconds": 0.0}}
+        )
+        assert submit(drive, "chat") is None
+        assert poll_and_collect(drive, ["chat"]) == {"chat": None}
     texts = [first.render(), *failed.values()]
 
     monkeypatch.setenv("BIFROST_API_KEY", wrong_key)  # a wrong key: refused, not echoed

@@ -16,13 +16,10 @@ from reliability_support import (
     assert_one_batch_per_shard,
     assert_parquet_complete,
     counters,
-    poll_and_collect,
-    resources,
-    sensor_tick,
-    submit,
 )
 
 pytest.importorskip("cryptography")
+from driver_support import driver, poll_and_collect, submit
 from tls_certs import self_signed
 
 
@@ -41,7 +38,7 @@ def test_tls_is_verified_by_default(https_emulator, instance, data_root: Path) -
     emulator, cert = https_emulator
     assert emulator.base_url.startswith("https://")
     write_input(data_root, "secure", chat_lines(3))
-    message = submit(instance, "secure", resources(emulator.base_url, data_root))
+    message = submit(driver(instance, emulator.base_url, data_root), "secure")
     assert message is not None and "\n" not in message and "not trusted" in message, message
     seen = counters(emulator.base_url, verify=_trusting(cert))
     assert seen["requests_by_route"] == {}  # refused in the handshake: no request was made
@@ -52,9 +49,9 @@ def test_a_private_ca_bundle_runs_the_whole_flow_over_https(
 ) -> None:
     emulator, cert = https_emulator
     write_input(data_root, "secure", chat_lines(6, fail={2: 500}))
-    res = resources(emulator.base_url, data_root, ca_bundle=str(cert))
-    assert submit(instance, "secure", res) is None
-    assert poll_and_collect(instance, ["secure"], res) == {"secure": None}
+    drive = driver(instance, emulator.base_url, data_root, ca_bundle=str(cert))
+    assert submit(drive, "secure") is None
+    assert poll_and_collect(drive, ["secure"]) == {"secure": None}
     assert_one_batch_per_shard(emulator.base_url, data_root, ["secure"], verify=_trusting(cert))
     assert_invariant(data_root, "secure", 6)
     assert assert_parquet_complete(data_root, "secure") == (5, 1)
@@ -64,11 +61,11 @@ def test_plain_http_to_a_remote_host_is_refused_before_anything_is_sent(
     instance, data_root: Path
 ) -> None:
     write_input(data_root, "remote", chat_lines(2))
-    res = resources("http://gateway.example.com:8080", data_root)
-    message = submit(instance, "remote", res)
+    drive = driver(instance, "http://gateway.example.com:8080", data_root)
+    message = submit(drive, "remote")
     assert message is not None and "refusing plain http" in message and "\n" not in message
-    tick = sensor_tick(instance, res, None)  # the sensor says so and carries on
-    assert "gateway unavailable: refusing plain http" in tick.skip_reason.skip_message
+    tick = drive.evaluate(drive.names.status_sensor)  # the sensor says so and carries on
+    assert "gateway unavailable: refusing plain http" in (tick.skip_message or "")
 
 
 def _outward_ipv4() -> str | None:
@@ -90,10 +87,10 @@ def test_plain_http_to_a_remote_host_only_when_explicitly_allowed(
         pytest.skip("no non-loopback interface to serve on")
     emulator = emulator_factory(host=address)
     write_input(data_root, "lan", chat_lines(3))
-    refused = submit(instance, "lan", resources(emulator.base_url, data_root))
+    refused = submit(driver(instance, emulator.base_url, data_root), "lan")
     assert refused is not None and "refusing plain http" in refused
     assert counters(emulator.base_url)["requests_by_route"] == {}
-    res = resources(emulator.base_url, data_root, allow_insecure_http=True)
-    assert submit(instance, "lan", res) is None
-    assert poll_and_collect(instance, ["lan"], res) == {"lan": None}
+    drive = driver(instance, emulator.base_url, data_root, allow_insecure_http=True)
+    assert submit(drive, "lan") is None
+    assert poll_and_collect(drive, ["lan"]) == {"lan": None}
     assert_invariant(data_root, "lan", 3)

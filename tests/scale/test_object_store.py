@@ -10,10 +10,10 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from dagster_dev_support import DagsterDev, dagster_dev, pipeline_env
+from dagster_dev_support import DagsterDev, dagster_dev, user_project
+from driver_support import cli_driver
 from pipeline_support import counters
 
-from batch_pipeline.cli.run import run_files
 from batch_pipeline.ledger.layout import DataLayout
 from batch_pipeline.operations.retry import write_retry_wave
 
@@ -40,14 +40,13 @@ def _counts(bucket, prefix: str, name: str) -> tuple[int, int]:
 
 
 def test_a_run_on_an_s3_data_root_writes_everything_there(
-    s3_bucket, emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    s3_bucket, emulator, instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cwd = tmp_path / "cwd"  # where a relative local data root would land
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    summary = run_files(
-        [SAMPLE], gateway_url=emulator.base_url, data_dir=s3_bucket.url(), progress=lambda _: None
-    )
+    drive = cli_driver(instance, emulator.base_url, s3_bucket.url())  # run --data-dir s3://...
+    summary = drive.run([SAMPLE], progress=lambda _: None)
     assert summary.ok, summary.render()
     assert _counts(s3_bucket, "data", "support_tickets") == (37, 3)
 
@@ -73,9 +72,7 @@ def test_a_run_on_an_s3_data_root_writes_everything_there(
     ).fetchall()
     assert lines == [(40, 40, 1, 40)]  # every input line in exactly one of the two tables
 
-    again = run_files(
-        [SAMPLE], gateway_url=emulator.base_url, data_dir=s3_bucket.url(), progress=lambda _: None
-    )
+    again = drive.run([SAMPLE], progress=lambda _: None)
     assert again.ok
     assert counters(emulator.base_url)["batches_created"] == 1, "a re-run must not pay again"
 
@@ -90,8 +87,8 @@ def test_a_run_on_an_s3_data_root_writes_everything_there(
 def dagster_dev_on_postgres_and_s3(emulator, pg_dagster_home, s3_bucket, tmp_path: Path):
     """`dagster dev` with Postgres storage and the data root on S3; stopped at teardown."""
     _, env = pg_dagster_home
-    env = pipeline_env({**env, **s3_bucket.env}, emulator.base_url, s3_bucket.url())
-    with dagster_dev(env, tmp_path / "dagster-dev.log") as dev:
+    project = user_project(tmp_path / "project", emulator.base_url, s3_bucket.url())
+    with dagster_dev({**env, **s3_bucket.env}, tmp_path / "dagster-dev.log", project) as dev:
         yield dev
 
 
@@ -125,6 +122,6 @@ def test_daemon_on_postgres_and_s3_runs_an_inbox_object_to_parquet(
         rows = postgres_server.query(
             postgres_db, "select pipeline_name, status from runs where status = 'SUCCESS'"
         )
-        return {r[0] for r in rows} >= {"submit_job", "collect_job"}
+        return {r[0] for r in rows} >= {"e2e_submit", "e2e_collect"}
 
     dev.wait(runs_done, 60, "both runs to succeed in Postgres")

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from dagster_dev_support import DagsterDev, dagster_dev, pipeline_env
+from dagster_dev_support import DagsterDev, dagster_dev, user_project
 from pipeline_support import counters
 
-from batch_pipeline.defs.assets import INVARIANT_CHECK, collected_batches, submitted_batches
+from batch_pipeline import build_pipeline_defs
+from batch_pipeline.integration.assets import INVARIANT_CHECK
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "inbox" / "support_tickets.jsonl"
@@ -57,7 +58,13 @@ def test_a_wrong_password_is_refused_and_not_echoed(pg_dagster_home):
 
 
 def test_the_gateway_pool_limit_is_kept_in_postgres(pg_dagster_home, postgres_server, postgres_db):
-    assert submitted_batches.op.pool == collected_batches.op.pool == GATEWAY_POOL
+    defs = build_pipeline_defs({"name": "pooled"})
+    pools = {
+        a.op.pool
+        for a in defs.get_repository_def().assets_defs_by_key.values()
+        if a.is_executable and a.op.pool
+    }
+    assert pools == {GATEWAY_POOL}  # submitted_batches and the collect step share it
     _, env = pg_dagster_home
     done = _dagster(["instance", "concurrency", "set", GATEWAY_POOL, "2"], env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -69,11 +76,11 @@ def test_the_gateway_pool_limit_is_kept_in_postgres(pg_dagster_home, postgres_se
 
 @pytest.fixture
 def dagster_dev_on_postgres(emulator, pg_dagster_home, tmp_path: Path) -> Iterator[DagsterDev]:
-    """`dagster dev -w workspace.yaml` on the Postgres instance; stopped at teardown."""
+    """`dagster dev` over a project on the Postgres instance; stopped at teardown."""
     _, env = pg_dagster_home
     (tmp_path / "data" / "inbox").mkdir(parents=True)
-    env = pipeline_env(env, emulator.base_url, tmp_path / "data")
-    with dagster_dev(env, tmp_path / "dagster-dev.log") as dev:
+    project = user_project(tmp_path / "project", emulator.base_url, tmp_path / "data")
+    with dagster_dev(env, tmp_path / "dagster-dev.log", project) as dev:
         yield dev
 
 
@@ -102,11 +109,11 @@ def test_daemon_runs_an_inbox_file_to_parquet_on_postgres(
     assert counters(emulator.base_url)["batches_created"] == 1
 
     def runs_done() -> bool:
-        return {r[0] for r in _runs(postgres_server, postgres_db)} >= {"submit_job", "collect_job"}
+        return {r[0] for r in _runs(postgres_server, postgres_db)} >= {"e2e_submit", "e2e_collect"}
 
     dev.wait(runs_done, 60, "both runs to succeed in Postgres")
     runs = _runs(postgres_server, postgres_db)
-    assert sorted(runs) == [("collect_job", "SUCCESS"), ("submit_job", "SUCCESS")]
+    assert sorted(runs) == [("e2e_collect", "SUCCESS"), ("e2e_submit", "SUCCESS")]
     invariant = postgres_server.query(
         postgres_db,
         "select check_name, execution_status from asset_check_executions "

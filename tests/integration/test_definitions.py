@@ -19,22 +19,19 @@ def _defs() -> dg.Definitions:
 def test_definitions_load_and_are_complete() -> None:
     defs = _defs()
     dg.Definitions.validate_loadable(defs)
-    keys = {k.to_user_string() for a in defs.assets for k in a.keys}
+    keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert keys == {
-        "batch_input",
-        "submitted_batches",
-        "batch_results",
-        "batch_errors",
-        "batch_outcomes",
+        "demo/inbox",
+        "demo/batch_input",
+        "demo/submitted_batches",
+        "demo/batch_results",
+        "demo/batch_errors",
+        "demo/batch_outcomes",
     }
-    assert {s.name for s in defs.sensors} == {
-        "inbox_sensor",
-        "batch_status_sensor",
-        "outcomes_after_collect",
-    }
-    assert {s.name for s in defs.schedules} == {"inbox_schedule"}
+    assert {s.name for s in defs.sensors} == {"demo_inbox_sensor", "demo_status_sensor"}
+    assert {s.name for s in defs.schedules} == {"demo_inbox_schedule"}
     jobs = {j.name for j in defs.resolve_all_job_defs()}
-    assert {"submit_job", "collect_job", "outcomes_job", "retry_job", "cancel_job"} <= jobs
+    assert {"demo_submit", "demo_collect", "demo_alerts", "demo_retry", "demo_cancel"} <= jobs
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
     assert checks == {
         "every_input_line_accounted_for",
@@ -42,6 +39,7 @@ def test_definitions_load_and_are_complete() -> None:
         "no_stuck_batches",
         "results_collected_before_retention",
     }
+    assert set(defs.resources) == {"demo_gateway", "demo_data"}
 
 
 def test_workspace_yaml_loads_with_the_dagster_cli(tmp_path: Path) -> None:

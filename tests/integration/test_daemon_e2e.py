@@ -1,5 +1,6 @@
-"""End to end with the real Dagster daemon: `dagster dev` (webserver + daemon + code server) as a
-subprocess, the emulator on loopback, files dropped into the inbox, Parquet awaited."""
+"""End to end with the real Dagster daemon: `dagster dev` (webserver + daemon + code server) over
+a project with one instance of the component in its defs.yaml, the emulator on loopback, files
+dropped into the inbox, Parquet awaited; the status sensor's observations read back."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import polars as pl
 import pytest
-from dagster_dev_support import REPO, DagsterDev, dagster_dev, pipeline_env
+from dagster_dev_support import REPO, DagsterDev, dagster_dev, user_project
 from pipeline_support import counters
 
 SAMPLES = REPO / "data" / "inbox"
@@ -25,10 +27,11 @@ def dev(emulator, tmp_path: Path) -> Iterator[DagsterDev]:
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     (data / "inbox").mkdir(parents=True)
-    env = pipeline_env({**os.environ, "DAGSTER_HOME": str(home)}, emulator.base_url, data)
+    project = user_project(tmp_path / "project", emulator.base_url, data)
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
     # Even these small files are scanned on worker processes, inside the runs the daemon starts.
     env["BATCH_PIPELINE_INPUT_WORKERS"] = "2"
-    with dagster_dev(env, tmp_path / "dagster-dev.log") as running:
+    with dagster_dev(env, tmp_path / "dagster-dev.log", project) as running:
         yield running
 
 
@@ -57,3 +60,12 @@ def test_daemon_runs_inbox_files_to_parquet(dev: DagsterDev, emulator, tmp_path:
     errors = pl.read_parquet(f"{data}/errors/*/*.parquet")
     assert errors["stage"].unique().to_list() == ["request"]
     assert counters(emulator.base_url)["batches_created"] == 2
+    # what the sensor reported (its progress) and the runs wrote, as the UI reads them
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        observed = instance.fetch_observations(dg.AssetKey(["e2e", "submitted_batches"]), limit=100)
+        finished = [
+            r.asset_observation.metadata["batches_finished"].value for r in observed.records
+        ]
+        assert 1 in finished
+        outcomes = instance.get_materialized_partitions(dg.AssetKey(["e2e", "batch_outcomes"]))
+        assert outcomes == {"support_tickets", "claude_extraction"}

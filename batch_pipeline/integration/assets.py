@@ -1,0 +1,450 @@
+"""The assets of one instance: inbox -> batch_input -> submitted_batches -> batch_results +
+batch_errors + batch_outcomes, each a thin step over the operations on batches."""
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import TypedDict
+
+import dagster as dg
+import pyarrow as pa
+from pydantic import Field
+
+from batch_pipeline.errors import BatchPipelineError
+from batch_pipeline.gateway import BifrostClient, GatewayError
+from batch_pipeline.inputs import InputOptions
+from batch_pipeline.integration.names import PIPELINE_TAG, PipelineNames
+from batch_pipeline.integration.progress import (
+    SUBMITTED_NOW_COST,
+    spent_today,
+    uncollected_submissions,
+)
+from batch_pipeline.integration.resources import DataRootResource, GatewayResource
+from batch_pipeline.integration.settings import PipelineSettings
+from batch_pipeline.ledger.layout import DataLayout
+from batch_pipeline.ledger.manifest import ManifestStore
+from batch_pipeline.ledger.storage import DataPath
+from batch_pipeline.operations.alerts import error_rate
+from batch_pipeline.operations.collect import (
+    CollectReport,
+    collect_partition,
+    delete_batch_files,
+    load_plan,
+)
+from batch_pipeline.operations.costs import PriceTable, check_plan_budget, plan_estimates
+from batch_pipeline.operations.outcomes import OutcomesFile, build_outcomes
+from batch_pipeline.operations.poll import refresh_statuses
+from batch_pipeline.operations.queue_limits import QueueGate, queue_key
+from batch_pipeline.operations.retry import attempt_of
+from batch_pipeline.operations.submit import plan_to_submit, submit_plan
+from batch_pipeline.results import ERRORS_SCHEMA, RESULTS_SCHEMA
+
+INVARIANT_CHECK = "every_input_line_accounted_for"
+ERROR_RATE_CHECK = "error_rate_below_threshold"
+BATCHES_TABLE = dg.TableSchema(
+    columns=[
+        dg.TableColumn("shard_id", "string"),
+        dg.TableColumn("batch_id", "string"),
+        dg.TableColumn("provider", "string"),
+        dg.TableColumn("model", "string"),
+        dg.TableColumn("endpoint", "string"),
+        dg.TableColumn("requests", "int"),
+        dg.TableColumn("created_at", "float"),
+        dg.TableColumn("estimated_cost_usd", "float"),
+        dg.TableColumn("waiting", "string"),
+    ]
+)
+
+
+class OnInvalid(Enum):
+    """What a run does with invalid lines (Dagster config takes enums, not literals)."""
+
+    reject = "reject"
+    skip = "skip"
+
+
+class BatchInputConfig(dg.Config):
+    """Per-run choices for validating an input (unset: the instance's settings)."""
+
+    on_invalid: OnInvalid | None = Field(
+        default=None, description="reject a file with invalid lines, or skip those lines"
+    )
+    default_provider: str | None = Field(
+        default=None, description="provider of models written without `provider/`"
+    )
+
+
+class SubmitConfig(dg.Config):
+    """Hand resolution of a create whose outcome is unknown (see the failure message)."""
+
+    assume_not_created: list[str] = Field(
+        default_factory=list, description="shard ids whose create certainly made no batch"
+    )
+    adopt: dict[str, str] = Field(
+        default_factory=dict, description="shard id -> the batch id its create made"
+    )
+
+
+class _Common(TypedDict):
+    """What every asset of an instance shares."""
+
+    partitions_def: dg.PartitionsDefinition
+    group_name: str
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PipelineAssets:
+    """What `build_assets` makes, for the jobs, checks and sensors built around it."""
+
+    inbox: dg.AssetSpec
+    batch_input: dg.AssetsDefinition
+    submitted_batches: dg.AssetsDefinition
+    collected: dg.AssetsDefinition
+
+    @property
+    def all(self) -> list[dg.AssetSpec | dg.AssetsDefinition]:
+        return [self.inbox, self.batch_input, self.submitted_batches, self.collected]
+
+
+def relative(layout: DataLayout, path: DataPath) -> str:
+    """A path as the UI shows it: relative to the data root."""
+    return str(path).removeprefix(str(layout.root)).lstrip("/")
+
+
+def table_schema(schema: pa.Schema) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema])
+
+
+def failure(exc: BaseException, name: str) -> dg.Failure:
+    """A step failure of one line; a gateway problem may be worth a retry, the rest is not."""
+    if isinstance(exc, GatewayError):
+        return dg.Failure(description=f"{name}: {exc}", allow_retries=exc.retryable)
+    return dg.Failure(description=str(exc), allow_retries=False)
+
+
+def build_assets(
+    settings: PipelineSettings, names: PipelineNames, partitions: dg.PartitionsDefinition
+) -> PipelineAssets:
+    """The assets of one instance, named by `names`, over `partitions` (one per input file)."""
+    gateway_key, data_key = names.gateway_resource, names.data_resource
+    common = _Common(
+        partitions_def=partitions,
+        group_name=settings.group_name,
+        tags={PIPELINE_TAG: settings.name},
+    )
+
+    inbox = dg.AssetSpec(
+        names.inbox,
+        description="Input files dropped into <data_root>/inbox/ (one partition each).",
+        kinds={"jsonl"},
+        **common,
+    )
+
+    @dg.asset(
+        key=names.batch_input,
+        deps=[inbox],
+        kinds={"jsonl"},
+        required_resource_keys={data_key},
+        description="The input file validated, normalized and split into content-addressed "
+        "shards within provider limits (<data_root>/staging/<name>/).",
+        **common,
+    )
+    def batch_input(
+        context: dg.AssetExecutionContext, config: BatchInputConfig
+    ) -> dg.MaterializeResult:
+        data: DataRootResource = getattr(context.resources, data_key)
+        layout, name = data.layout(), context.partition_key
+        try:
+            options = InputOptions(
+                default_provider=config.default_provider or settings.inputs.default_provider,
+                on_invalid=config.on_invalid.value
+                if config.on_invalid
+                else settings.inputs.on_invalid,
+            )
+            path = layout.input_file(name)
+            plan = plan_to_submit(data.store(), name, path, layout.staging(name), options)
+        except BatchPipelineError as exc:
+            raise failure(exc, name) from None
+        except ValueError as exc:  # an unknown default provider
+            raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
+        summary = plan.summary
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(plan.input_sha256),
+            metadata={
+                "path": dg.MetadataValue.path(relative(layout, path)),
+                "staging": dg.MetadataValue.path(relative(layout, layout.staging(name))),
+                "requests": summary.requests,
+                "rejected_lines": plan.rejected_count,
+                "bytes": summary.bytes,
+                "shards": len(plan.shards),
+                "models": ", ".join(sorted(summary.models)),
+                "endpoints": ", ".join(sorted(summary.endpoints)),
+                "estimated_prompt_tokens": summary.estimated_prompt_tokens,
+                "input_sha256": plan.input_sha256,
+            },
+        )
+
+    @dg.asset(
+        key=names.submitted_batches,
+        deps=[batch_input],
+        pool=settings.gateway.pool,
+        kinds={"bifrost"},
+        required_resource_keys={gateway_key, data_key},
+        description="One provider batch per shard, created exactly once; the manifest "
+        "<data_root>/batches/<name>.json maps shard -> batch id, provider, endpoint, created_at.",
+        **common,
+    )
+    def submitted_batches(
+        context: dg.AssetExecutionContext, config: SubmitConfig
+    ) -> dg.MaterializeResult:
+        gateway: GatewayResource = getattr(context.resources, gateway_key)
+        data: DataRootResource = getattr(context.resources, data_key)
+        layout, store, name = data.layout(), data.store(), context.partition_key
+        submit = settings.submit
+        try:
+            plan = load_plan(layout, name)
+            estimates = plan_estimates(plan, price_table(settings))
+            today = (
+                spent_today(context.instance, names, time.time())
+                if submit.max_cost_per_day_usd is not None
+                else 0.0
+            )
+            new_cost = check_plan_budget(
+                store.load(name),
+                name,
+                estimates,
+                per_file=submit.max_cost_per_file_usd,
+                per_day=submit.max_cost_per_day_usd,
+                spent_today=today,
+            )
+            with gateway.client() as client:
+                gate = (
+                    queue_gate(context.instance, names, client, store, submit.max_enqueued_tokens)
+                    if submit.max_enqueued_tokens
+                    else None
+                )
+                outcomes = submit_plan(
+                    client,
+                    store,
+                    plan,
+                    completion_window=submit.completion_window,
+                    assume_not_created=config.assume_not_created,
+                    adopt=config.adopt,
+                    estimates=estimates,
+                    gate=gate,
+                    settle_seconds=submit.create_settle_seconds,
+                )
+        except BatchPipelineError as exc:
+            raise failure(exc, name) from None
+        for outcome in outcomes:
+            if outcome.waiting:
+                context.log.info(f"shard {outcome.shard_id} waits: {outcome.waiting}")
+        manifest = store.load(name)
+        records = list(manifest.shards.values()) if manifest else []
+        rows = [
+            dg.TableRecord(
+                {
+                    "shard_id": s.shard_id,
+                    "batch_id": s.batch_id or "",
+                    "provider": s.provider,
+                    "model": s.model,
+                    "endpoint": s.endpoint,
+                    "requests": s.request_count,
+                    "created_at": s.created_at or 0.0,
+                    "estimated_cost_usd": round(s.estimated_cost or 0.0, 6),
+                    "waiting": s.waiting or "",
+                }
+            )
+            for s in records
+        ]
+        return dg.MaterializeResult(
+            metadata={
+                "manifest": dg.MetadataValue.path(relative(layout, store.path(name))),
+                "batch_ids": dg.MetadataValue.json([o.batch_id for o in outcomes if o.batch_id]),
+                "batches_created": sum(bool(o.batch_id) and not o.reused for o in outcomes),
+                "batches_reused": sum(o.reused for o in outcomes),
+                "shards_waiting": sum(bool(o.waiting) for o in outcomes),
+                "requests": sum(s.request_count for s in records),
+                "estimated_cost_usd": round(sum(s.estimated_cost or 0.0 for s in records), 6),
+                SUBMITTED_NOW_COST: round(new_cost, 6),
+                "estimated_input_tokens": sum(s.estimated_input_tokens for s in records),
+                "batches": dg.MetadataValue.table(rows, schema=BATCHES_TABLE),
+            }
+        )
+
+    @dg.multi_asset(
+        name=f"{settings.name}__collect",
+        specs=[
+            dg.AssetSpec(
+                names.batch_results,
+                deps=[submitted_batches],
+                kinds={"parquet"},
+                description="One row per request that succeeded "
+                "(<data_root>/results/input_file=<name>/).",
+                **common,
+            ),
+            dg.AssetSpec(
+                names.batch_errors,
+                deps=[submitted_batches],
+                kinds={"parquet"},
+                description="One row per request that did not succeed, with its stage "
+                "(<data_root>/errors/input_file=<name>/).",
+                **common,
+            ),
+            dg.AssetSpec(
+                names.batch_outcomes,
+                deps=[names.batch_results, names.batch_errors],
+                kinds={"parquet", "duckdb"},
+                skippable=True,
+                description="One row per request of the original file with its final outcome "
+                "across every retry wave: the latest success, else the latest error "
+                "(<data_root>/outcomes/original_file=<original>/).",
+                **common,
+            ),
+        ],
+        check_specs=[
+            dg.AssetCheckSpec(
+                INVARIANT_CHECK,
+                asset=names.batch_results,
+                blocking=True,
+                description="Each line of the input file is in exactly one row of results "
+                "or errors.",
+            ),
+            dg.AssetCheckSpec(
+                ERROR_RATE_CHECK,
+                asset=names.batch_errors,
+                description="Warns when the share of failed requests passes max_error_rate.",
+            ),
+        ],
+        partitions_def=partitions,
+        can_subset=False,
+        pool=settings.gateway.pool,
+        required_resource_keys={gateway_key, data_key},
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+    )
+    def collected(
+        context: dg.AssetExecutionContext,
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        gateway: GatewayResource = getattr(context.resources, gateway_key)
+        data: DataRootResource = getattr(context.resources, data_key)
+        layout, store, name = data.layout(), data.store(), context.partition_key
+        try:
+            with gateway.client() as client:
+                report = collect_partition(
+                    client, layout, store, name, prices=price_table(settings)
+                )
+                if settings.collect.delete_files_after and report.invariant.passed:
+                    for problem in delete_batch_files(client, store, name):
+                        context.log.warning(f"cleanup: {problem}")
+            outcomes = (
+                build_outcomes(layout, attempt_of(name)[0]) if report.invariant.passed else None
+            )
+        except BatchPipelineError as exc:
+            raise failure(exc, name) from None
+        yield from collect_events(names, layout, report, outcomes, settings.alerts.max_error_rate)
+
+    return PipelineAssets(inbox, batch_input, submitted_batches, collected)
+
+
+def price_table(settings: PipelineSettings) -> PriceTable:
+    """The shipped prices, then the instance's prices_file, then its `prices`."""
+    return PriceTable.load(settings.prices_file, settings.prices)
+
+
+def queue_gate(
+    instance: dg.DagsterInstance,
+    names: PipelineNames,
+    client: BifrostClient,
+    store: ManifestStore,
+    caps: dict[str, int],
+) -> QueueGate:
+    """A gate over what is in flight now: the batches of capped models in every uncollected
+    partition are read again from the gateway (and recorded) before their tokens are counted."""
+    manifests = []
+    for other in uncollected_submissions(instance, names):
+        manifest = refresh_statuses(client, store, other, only=lambda r: queue_key(r) in caps)
+        if manifest is not None:
+            manifests.append(manifest)
+    return QueueGate(manifests, caps)
+
+
+def collect_events(
+    names: PipelineNames,
+    layout: DataLayout,
+    report: CollectReport,
+    outcomes: OutcomesFile | None,
+    max_error_rate: float,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Materializations of the three tables and the invariant and error-rate checks of one
+    collect (outcomes only when the invariant held)."""
+    by_stage = ", ".join(f"{k} {v}" for k, v in sorted(report.errors_by_stage.items())) or "none"
+    summary = (
+        f"**{report.results_rows}** results, **{report.errors_rows}** errors ({by_stage}), "
+        f"{report.total_tokens:,} tokens, ${report.cost_usd:.4f} at batch prices, "
+        f"{len(report.batches)} batch(es)."
+    )
+    yield dg.MaterializeResult(
+        asset_key=names.batch_results,
+        metadata={
+            "dagster/row_count": report.results_rows,
+            "path": dg.MetadataValue.path(relative(layout, report.results_path)),
+            "dagster/column_schema": table_schema(RESULTS_SCHEMA),
+            "summary": dg.MetadataValue.md(summary),
+            "prompt_tokens": report.prompt_tokens,
+            "completion_tokens": report.completion_tokens,
+            "total_tokens": report.total_tokens,
+            "cost_usd": round(report.cost_usd, 6),
+            "unpriced_models": ", ".join(report.unpriced_models) or "none",
+            "batch_ids": dg.MetadataValue.json(sorted(report.batches)),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=names.batch_errors,
+        metadata={
+            "dagster/row_count": report.errors_rows,
+            "path": dg.MetadataValue.path(relative(layout, report.errors_path)),
+            "dagster/column_schema": table_schema(ERRORS_SCHEMA),
+            "errors_by_stage": dg.MetadataValue.json(report.errors_by_stage),
+        },
+    )
+    if outcomes is not None:
+        yield dg.MaterializeResult(
+            asset_key=names.batch_outcomes,
+            metadata={
+                "dagster/row_count": outcomes.rows,
+                "path": dg.MetadataValue.path(relative(layout, outcomes.path)),
+                "original_file": outcomes.original,
+                "attempts": dg.MetadataValue.json(outcomes.attempts),
+            },
+        )
+    inv = report.invariant
+    yield dg.AssetCheckResult(
+        check_name=INVARIANT_CHECK,
+        asset_key=names.batch_results,
+        passed=inv.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=inv.describe(),
+        metadata={
+            "input_lines": inv.expected,
+            "results_rows": inv.results_rows,
+            "errors_rows": inv.errors_rows,
+            "missing_count": inv.missing_count,
+            "missing_lines_sample": dg.MetadataValue.json(inv.missing_lines),
+            "duplicate_count": inv.duplicate_count,
+            "duplicate_lines_sample": dg.MetadataValue.json(inv.duplicate_lines),
+            "unexpected_count": inv.unexpected_count,
+        },
+    )
+    rate = error_rate(
+        report.errors_rows, report.results_rows + report.errors_rows, threshold=max_error_rate
+    )
+    yield dg.AssetCheckResult(
+        check_name=ERROR_RATE_CHECK,
+        asset_key=names.batch_errors,
+        passed=rate.passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=rate.description,
+        metadata={"errors_by_stage": dg.MetadataValue.json(report.errors_by_stage)},
+    )

@@ -1,0 +1,434 @@
+"""Drive one pipeline instance of loaded definitions in the foreground, as the daemon would.
+
+The driver owns no pipeline decision: it evaluates the instance's sensors through Dagster,
+records what they report (partitions, observations, check evaluations), and executes the runs
+they request, with their tags and run keys, on a Dagster instance (the one in $DAGSTER_HOME, or
+an ephemeral one). `batch-pipeline run/demo/retry/cancel` and the tests use it; `--gateway` and
+`--data-dir` become overrides of the instance's two resources, nothing else.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster._core.definitions.sensor_definition import SensorExecutionData
+from dagster._core.instance.types import CachingDynamicPartitionsLoader
+
+from batch_pipeline.errors import PipelineError
+from batch_pipeline.integration.assets import INVARIANT_CHECK
+from batch_pipeline.integration.names import SUBMISSION_TAG, PipelineNames
+from batch_pipeline.integration.resources import DataRootResource, GatewayResource
+from batch_pipeline.ledger.layout import DataLayout, partition_name
+from batch_pipeline.ledger.storage import DataPath, copy_into, is_local
+
+MESSAGE_CHARS = 500
+_RUN_KEY_TAG, _SENSOR_TAG = "dagster/run_key", "dagster/sensor_name"
+_FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+
+
+class _SensorContext(dg.SensorEvaluationContext):
+    """Dagster's sensor context, on an instance that may be ephemeral: Dagster resolves a run
+    request for a partition added in the same tick only through an instance with a ref, which
+    an in-memory instance lacks; the loader itself needs no more than the instance."""
+
+    @functools.cached_property
+    def caching_dynamic_partitions_loader(self) -> CachingDynamicPartitionsLoader:
+        return CachingDynamicPartitionsLoader(self.instance)
+
+
+@contextmanager
+def dagster_instance() -> Iterator[dg.DagsterInstance]:
+    """The instance in $DAGSTER_HOME (runs show in the UI), else an ephemeral one in memory."""
+    if os.environ.get("DAGSTER_HOME"):
+        Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+        with dg.DagsterInstance.get() as instance:
+            yield instance
+    else:
+        with dg.DagsterInstance.ephemeral() as instance:
+            yield instance
+
+
+@dataclass
+class RunOutcome:
+    """What one run did, read back from the instance's event log."""
+
+    run_id: str
+    job_name: str
+    partition: str | None
+    success: bool
+    message: str = ""
+    materializations: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> metadata
+    checks: dict[str, bool] = field(default_factory=dict)  # check name -> passed
+    outputs: dict[str, Any] = field(default_factory=dict)  # op output metadata, merged
+
+
+@dataclass
+class Tick:
+    """One sensor evaluation: what it reported and the runs it led to."""
+
+    events: list[Any] = field(default_factory=list)
+    runs: list[RunOutcome] = field(default_factory=list)
+    skipped: str | None = None
+
+
+@dataclass
+class FileOutcome:
+    name: str
+    ok: bool
+    message: str = ""
+    results: int = 0
+    errors: int = 0
+    errors_by_stage: dict[str, int] = field(default_factory=dict)
+    total_tokens: int = 0
+    cost_usd: float = 0.0
+    batches: int = 0
+
+
+@dataclass
+class RunSummary:
+    data_dir: DataPath
+    files: list[FileOutcome]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return all(f.ok for f in self.files)
+
+    def render(self) -> str:
+        lines = [
+            f"{'file':<28} {'batches':>7} {'results':>8} {'errors':>7} {'tokens':>9} "
+            f"{'cost USD':>10}  notes"
+        ]
+        for f in self.files:
+            notes = f.message or ", ".join(f"{k}={v}" for k, v in sorted(f.errors_by_stage.items()))
+            lines.append(
+                f"{f.name:<28} {f.batches:>7} {f.results:>8} {f.errors:>7} {f.total_tokens:>9} "
+                f"{f.cost_usd:>10.6f}  {notes}"
+            )
+        root = self.data_dir
+        lines += [
+            f"done in {self.seconds:.1f}s; every input line accounted for: {'yes' if self.ok else 'NO'}",
+            f"results: {root / 'results'}   errors: {root / 'errors'}",
+            'read them: python -c "import duckdb; print(duckdb.sql(\\"select input_file, count(*) '
+            f"from read_parquet('{root}/results/*/*.parquet', hive_partitioning=true) "
+            'group by all\\"))"',
+        ]
+        return "\n".join(lines)
+
+
+class PipelineDriver:
+    """Sensors evaluated, runs executed in this process, for instance `pipeline` of `defs`."""
+
+    def __init__(
+        self,
+        defs: dg.Definitions,
+        pipeline: str,
+        instance: dg.DagsterInstance,
+        *,
+        gateway_url: str | None = None,
+        data_root: str | None = None,
+        log_level: str = "WARNING",
+    ) -> None:
+        self.names = PipelineNames(pipeline)
+        self.instance = instance
+        self.repo = defs.get_repository_def()
+        resources = dict(defs.resources or {})
+        gateway = resources.get(self.names.gateway_resource)
+        data = resources.get(self.names.data_resource)
+        if not isinstance(gateway, GatewayResource) or not isinstance(data, DataRootResource):
+            raise PipelineError(f"{pipeline}: its gateway and data resources are missing")
+        if gateway_url:
+            resources[self.names.gateway_resource] = gateway.with_base_url(gateway_url)
+        if data_root:
+            resources[self.names.data_resource] = data.with_root(str(data_root))
+        self.resources = resources
+        self.logging = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+        self._cursors: dict[str, str | None] = {}
+
+    @property
+    def data(self) -> DataRootResource:
+        return self.resources[self.names.data_resource]
+
+    @property
+    def gateway(self) -> GatewayResource:
+        return self.resources[self.names.gateway_resource]
+
+    @property
+    def layout(self) -> DataLayout:
+        return self.data.layout()
+
+    def op_name(self, key: dg.AssetKey) -> str:
+        """The op that materializes `key` (run config is keyed by op)."""
+        return self.repo.assets_defs_by_key[key].node_def.name
+
+    # ------------------------------------------------------------------------- partitions, files
+
+    def ensure_partitions(self, partitions: Iterable[str]) -> None:
+        """Register partitions this instance does not know yet (as the inbox sensor would)."""
+        pdef = self.names.partitions
+        new = [p for p in partitions if not self.instance.has_dynamic_partition(pdef, p)]
+        if new:
+            self.instance.add_dynamic_partitions(pdef, new)
+
+    def place(self, path: Path) -> str:
+        """Copy an input into the inbox (unless it is there) and return its partition name."""
+        if not path.is_file():
+            raise PipelineError(f"{path}: no such file")
+        name = partition_name(path.name)
+        target = self.layout.inbox / path.name
+        if not is_local(target) or path.resolve() != Path(target).resolve():
+            copy_into(path, target)
+        return name
+
+    # --------------------------------------------------------------------------------- runs
+
+    def execute(
+        self,
+        job_name: str,
+        partition: str | None = None,
+        *,
+        run_config: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> RunOutcome:
+        """Execute one run of a job of the instance in this process; never raises for a run
+        that fails (the outcome says why)."""
+        if partition is not None:
+            self.ensure_partitions([partition])
+        job = self.repo.get_job(job_name)
+        result = job.execute_in_process(
+            run_config={**self.logging, **(run_config or {})},
+            instance=self.instance,
+            partition_key=partition,
+            tags=dict(tags or {}),
+            resources=self.resources,
+            raise_on_error=False,
+        )
+        return self.outcome(result.run_id)
+
+    def outcome(self, run_id: str) -> RunOutcome:
+        """A run's outcome from the event log (whoever executed it)."""
+        run = self.instance.get_run_by_id(run_id)
+        if run is None:
+            raise PipelineError(f"no run {run_id}")
+        outcome = RunOutcome(
+            run_id,
+            run.job_name,
+            run.tags.get("dagster/partition"),
+            run.status == dg.DagsterRunStatus.SUCCESS,
+        )
+        for record in self.instance.get_records_for_run(run_id).records:
+            event = record.event_log_entry.dagster_event
+            if event is None:
+                continue
+            if event.is_step_materialization:
+                materialization = event.step_materialization_data.materialization
+                outcome.materializations[materialization.asset_key.to_user_string()] = {
+                    k: v.value for k, v in materialization.metadata.items()
+                }
+            elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+                evaluation = event.asset_check_evaluation_data
+                outcome.checks[evaluation.check_name] = evaluation.passed
+            elif event.is_successful_output:
+                outcome.outputs.update(
+                    {k: v.value for k, v in event.step_output_data.metadata.items()}
+                )
+            elif event.is_step_failure and not outcome.message:
+                outcome.message = _failure_message(event)
+            elif event.is_run_failure and not outcome.message:
+                outcome.message = _one_line(event.message or "the run failed")
+        if not outcome.success and not outcome.message:
+            outcome.message = f"run {run.status.value.lower()}"
+        return outcome
+
+    # ------------------------------------------------------------------------------- sensors
+
+    def evaluate(self, sensor_name: str) -> SensorExecutionData:
+        """Evaluate a sensor once through Dagster and keep the cursor it returns, as the daemon
+        does; nothing it asks for is done yet (`tick` does it)."""
+        with _SensorContext(
+            instance_ref=None,
+            instance=self.instance,
+            repository_def=self.repo,
+            repository_name=self.repo.name,
+            resources=self.resources,
+            sensor_name=sensor_name,
+            cursor=self._cursors.get(sensor_name),
+        ) as context:
+            data = self.repo.get_sensor_def(sensor_name).evaluate_tick(context)
+        if data.cursor is not None:
+            self._cursors[sensor_name] = data.cursor
+        return data
+
+    def tick(self, sensor_name: str) -> Tick:
+        """Evaluate a sensor once as the daemon does: add the partitions it asks for, record
+        the events it reports, execute each run it requests unless its run key was used."""
+        sensor = self.repo.get_sensor_def(sensor_name)
+        data = self.evaluate(sensor_name)
+        for change in data.dynamic_partitions_requests or []:
+            if isinstance(change, dg.AddDynamicPartitionsRequest):
+                self.instance.add_dynamic_partitions(
+                    change.partitions_def_name, list(change.partition_keys)
+                )
+            else:
+                for key in change.partition_keys:
+                    self.instance.delete_dynamic_partition(change.partitions_def_name, key)
+        tick = Tick(events=list(data.asset_events or []), skipped=data.skip_message)
+        for event in tick.events:
+            self.instance.report_runless_asset_event(event)
+        for request in data.run_requests or []:
+            tags = {**(request.tags or {}), _SENSOR_TAG: sensor_name}
+            if request.run_key:
+                if self._run_key_used(sensor_name, request.run_key):
+                    continue
+                tags[_RUN_KEY_TAG] = request.run_key
+            job_name = request.job_name or sensor.job_name
+            assert job_name is not None  # a sensor with several jobs names one per request
+            tick.runs.append(
+                self.execute(
+                    job_name, request.partition_key, run_config=request.run_config, tags=tags
+                )
+            )
+        return tick
+
+    def _run_key_used(self, sensor_name: str, run_key: str) -> bool:
+        runs = self.instance.get_runs(
+            dg.RunsFilter(tags={_SENSOR_TAG: sensor_name, _RUN_KEY_TAG: run_key}), limit=1
+        )
+        return bool(runs)
+
+    # -------------------------------------------------------------------------- the whole flow
+
+    def submit(
+        self,
+        name: str,
+        *,
+        batch_input: Mapping[str, Any] | None = None,
+        submit: Mapping[str, Any] | None = None,
+    ) -> RunOutcome:
+        """Launch the submit job for one partition, with per-run config of its two assets."""
+        ops = {}
+        if batch_input:
+            ops[self.op_name(self.names.batch_input)] = {"config": dict(batch_input)}
+        if submit:
+            ops[self.op_name(self.names.submitted_batches)] = {"config": dict(submit)}
+        return self.execute(self.names.submit_job, name, run_config={"ops": ops} if ops else None)
+
+    def run(
+        self,
+        files: Iterable[Path],
+        *,
+        batch_input: Mapping[str, Any] | None = None,
+        poll_interval: float = 1.0,
+        timeout: float = 24 * 3600.0,
+        progress: Callable[[str], None] = print,
+    ) -> RunSummary:
+        """Submit `files`, then tick the status sensor (executing what it requests) until each
+        file's latest submission was collected; a summary of every file."""
+        started = time.monotonic()
+        names = [self.place(Path(f)) for f in files]
+        self.ensure_partitions(names)
+        outcomes: dict[str, FileOutcome] = {}
+        waiting: list[str] = []
+        for name in names:
+            submitted = self.submit(name, batch_input=batch_input)
+            if submitted.success:
+                waiting.append(name)
+                progress(f"{name}: submitted")
+            else:
+                outcomes[name] = FileOutcome(name, ok=False, message=submitted.message)
+                progress(f"{name}: not submitted: {submitted.message}")
+        deadline = time.monotonic() + timeout
+        while waiting:
+            if time.monotonic() > deadline:
+                raise PipelineError(
+                    f"timed out after {timeout:.0f}s waiting for {', '.join(waiting)}"
+                )
+            tick = self.tick(self.names.status_sensor)
+            for event in tick.events:
+                if isinstance(event, dg.AssetObservation) and event.partition in waiting:
+                    progress(f"{event.partition}: {_progress_line(event)}")
+            for name in list(waiting):
+                collect = self._finished_collect(name)
+                if collect is not None:
+                    waiting.remove(name)
+                    outcomes[name] = self._file_outcome(name, collect)
+            if waiting:
+                time.sleep(poll_interval)
+        return RunSummary(
+            self.layout.root, [outcomes[n] for n in names], time.monotonic() - started
+        )
+
+    def submission(self, name: str) -> int | None:
+        """The event log's id of `name`'s latest submission (collect runs are tagged with it)."""
+        return self.instance.event_log_storage.get_latest_storage_id_by_partition(
+            self.names.submitted_batches, dg.DagsterEventType.ASSET_MATERIALIZATION
+        ).get(name)
+
+    def _finished_collect(self, name: str) -> RunOutcome | None:
+        """The finished collect run of `name`'s latest submission, whoever executed it."""
+        latest = self.submission(name)
+        runs = self.instance.get_runs(
+            dg.RunsFilter(
+                job_name=self.names.collect_job,
+                statuses=_FINISHED,
+                tags={"dagster/partition": name, SUBMISSION_TAG: str(latest)},
+            ),
+            limit=1,
+        )
+        return self.outcome(runs[0].run_id) if runs else None
+
+    def _file_outcome(self, name: str, collect: RunOutcome) -> FileOutcome:
+        results = collect.materializations.get(self.names.batch_results.to_user_string())
+        errors = collect.materializations.get(self.names.batch_errors.to_user_string())
+        if results is None or errors is None:
+            return FileOutcome(name, ok=False, message=collect.message or "not collected")
+        ok = collect.checks.get(INVARIANT_CHECK, False)
+        return FileOutcome(
+            name,
+            ok=ok,
+            message="" if ok else collect.message or "invariant check failed",
+            results=int(results["dagster/row_count"]),
+            errors=int(errors["dagster/row_count"]),
+            errors_by_stage=dict(errors.get("errors_by_stage") or {}),
+            total_tokens=int(results.get("total_tokens") or 0),
+            cost_usd=float(results.get("cost_usd") or 0.0),
+            batches=len(results.get("batch_ids") or []),
+        )
+
+
+def _progress_line(event: dg.AssetObservation) -> str:
+    meta: dict[str, Any] = {k: v.value for k, v in event.metadata.items()}
+    statuses = ",".join(sorted(meta.get("statuses") or {}))
+    return (
+        f"{meta.get('batches_finished')}/{meta.get('batches_total')} batches finished "
+        f"[{statuses}] succeeded={meta.get('requests_succeeded')} "
+        f"failed={meta.get('requests_failed')}"
+    )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())[:MESSAGE_CHARS]
+
+
+def _failure_message(event: Any) -> str:
+    """A step failure as its user should read it: the Failure's description, else the error the
+    step raised (Dagster wraps it; the cause is the user's)."""
+    data = event.step_failure_data
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return _one_line(data.user_failure_data.description)
+    error = data.error
+    while (
+        error is not None
+        and error.cause is not None
+        and (error.cls_name or "").startswith("Dagster")
+    ):
+        error = error.cause
+    return _one_line(error.message if error is not None else "the step failed")
