@@ -32,12 +32,12 @@ def run(args: argparse.Namespace) -> int:
     import importlib.util
     from contextlib import ExitStack
 
-    from batch_pipeline.emulator import EmbeddedEmulator, EmulatorConfig
     from batch_pipeline.ledger.storage import data_root, is_local
 
     if importlib.util.find_spec("dagster_webserver") is None:
         print("batch-pipeline ui: install batch-pipeline[ui] for the Dagster UI", file=sys.stderr)
         return 2
+    from batch_pipeline.emulator import EmbeddedEmulator, EmulatorConfig
 
     data_dir = data_root(args.data_dir)
     env = dict(os.environ)
