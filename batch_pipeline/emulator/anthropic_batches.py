@@ -206,6 +206,7 @@ class AnthropicBatches(ProviderBatches):
                 seed_key=f"{batch.id}:{custom_id}",
                 created=int(time.time()),
                 error_rate=config.error_rate,
+                bad_answer_rate=config.bad_answer_rate,
                 seed=config.seed,
             )
         except fake_model.RequestFailure as failure:

@@ -25,6 +25,10 @@ KNOBS: dict[str, tuple[type, str]] = {
     "completion_window_seconds": (float, 'real seconds the "24h" completion window lasts'),
     "tick_interval": (float, "how often the batch worker wakes up, seconds"),
     "error_rate": (float, "share of requests (0..1) failing with HTTP 500, drawn with --seed"),
+    "bad_answer_rate": (
+        float,
+        "share of structured-output answers (0..1) that are invalid JSON or a refusal",
+    ),
     "seed": (int, "seed of the --error-rate draw"),
     "retrieve_404_seconds": (
         float,

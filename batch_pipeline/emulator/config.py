@@ -93,6 +93,12 @@ class EmulatorConfig(BaseModel):
         default=0.0, ge=0, le=1, description="share of requests failing with a 500, seeded"
     )
     seed: int = Field(default=0, description="seed of the error_rate draw")
+    bad_answer_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of structured-output answers that are invalid JSON or a refusal",
+    )
     api_keys: tuple[SecretStr, ...] = Field(
         default=(), description="when set, /v1 requests need one of these keys"
     )
@@ -147,6 +153,7 @@ RUNTIME_KNOBS: frozenset[str] = frozenset(
         "tick_interval",
         "error_rate",
         "seed",
+        "bad_answer_rate",
         "retrieve_404_seconds",
         "embedding_dimensions",
         "chunk_size",

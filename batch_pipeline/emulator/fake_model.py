@@ -4,6 +4,12 @@ The reply text is a function of (model, prompt) only, so a test can predict it b
 A request fails on purpose when its body contains the marker `[[fail:NNN]]` (HTTP status NNN,
 e.g. `[[fail:400]]`, `[[fail:429]]`, `[[fail:500]]`), when a seeded `error_rate` draw hits it
 (HTTP 500), or when a parameter is invalid the way the real API rejects it (HTTP 400).
+
+A request that asks for structured output (chat `response_format` json_schema, Responses
+`text.format` json_schema, a Messages tool forced by `tool_choice`) gets a deterministic answer
+valid under the schema. `[[answer:invalid]]` (text that is not JSON), `[[answer:schema]]` (JSON
+the schema refuses) and `[[answer:refusal]]` in the request, or a seeded `bad_answer_rate`
+draw (invalid JSON or a refusal), give the bad answers a pipeline must catch.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from typing import Any
 import orjson
 
 FAIL_MARKER = re.compile(r"\[\[fail:(\d{3})\]\]")
+ANSWER_MARKER = re.compile(r"\[\[answer:(invalid|schema|refusal)\]\]")
+REFUSAL = "I'm sorry, but I can't help with that request."
 TOKEN = re.compile(r"\w+|[^\w\s]")
 
 _WORDS = (
@@ -204,7 +212,104 @@ def _openai_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
     }
 
 
-def _chat(body: dict[str, Any], model: str, seed_key: str, created: int) -> dict[str, Any]:
+def _schema_value(schema: Any, rng: random.Random, depth: int = 0) -> Any:
+    """A value valid under the supported words of a JSON schema (see results.structured)."""
+    if not isinstance(schema, dict):
+        return None
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return rng.choice(schema["enum"])
+    for word in ("anyOf", "oneOf"):
+        if schema.get(word):
+            return _schema_value(schema[word][0], rng, depth)
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        real = [k for k in kind if k != "null"]
+        kind = real[0] if real else "null"
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        required = set(schema.get("required") or [])
+        return {
+            name: _schema_value(sub, rng, depth + 1)
+            for name, sub in properties.items()
+            if name in required or rng.random() < 0.7
+        }
+    if kind == "array":
+        return [
+            _schema_value(schema.get("items"), rng, depth + 1) for _ in range(rng.randint(1, 3))
+        ]
+    if kind == "integer":
+        return rng.randint(0, 100)
+    if kind == "number":
+        return round(rng.uniform(0, 1), 4)
+    if kind == "boolean":
+        return rng.random() < 0.5
+    if kind == "null":
+        return None
+    return " ".join(rng.choice(VOCABULARY) for _ in range(rng.randint(1, 4)))
+
+
+def _broken_value(schema: dict[str, Any], rng: random.Random) -> Any:
+    """JSON the schema refuses: a required property left out, else a property of a wrong type."""
+    value = _schema_value(schema, rng)
+    required = list(schema.get("required") or [])
+    if required and isinstance(value, dict):
+        value.pop(required[0], None)
+        return value
+    return [value]  # an array where an object is wanted
+
+
+def structured_answer(
+    body: dict[str, Any],
+    schema: dict[str, Any],
+    *,
+    model: str,
+    seed_key: str,
+    bad_rate: float,
+    seed: int,
+) -> tuple[str | None, Any]:
+    """(bad kind or None, answer): the answer a structured request gets, valid unless a marker
+    or the seeded `bad_rate` draw asks for a bad one (invalid, schema, refusal)."""
+    text = orjson.dumps(body).decode()
+    marker = ANSWER_MARKER.search(text)
+    bad = marker.group(1) if marker else None
+    if bad is None and bad_rate > 0:
+        draw = random.Random(f"answer:{seed}:{seed_key}").random()
+        if draw < bad_rate:
+            bad = "invalid" if draw < bad_rate / 2 else "refusal"
+    digest = hashlib.sha256(f"{model}\x00{prompt_text(body)}".encode()).digest()
+    rng = random.Random(int.from_bytes(digest[:8], "big"))
+    if bad == "schema":
+        return bad, _broken_value(schema, rng)
+    return bad, _schema_value(schema, rng)
+
+
+def _bad_text(answer: Any) -> str:
+    """What a model says when it should have answered with JSON and did not quite."""
+    return "Sure! Here is the answer: " + orjson.dumps(answer).decode()[:-1]
+
+
+def _chat_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+            raise RequestFailure(
+                400,
+                "Missing required parameter: 'response_format.json_schema'.",
+                param="response_format",
+            )
+        return spec["schema"]
+    return None
+
+
+def _chat(
+    body: dict[str, Any], model: str, seed_key: str, created: int, bad_rate: float, seed: int
+) -> dict[str, Any]:
+    schema = _chat_schema(body)
+    if schema is not None:
+        return _chat_structured(body, model, seed_key, created, schema, bad_rate, seed)
     messages = _require(body, "messages")
     if not isinstance(messages, list):
         raise RequestFailure(
@@ -237,6 +342,41 @@ def _chat(body: dict[str, Any], model: str, seed_key: str, created: int) -> dict
         "created": created,
         "model": model,
         "choices": choices,
+        "usage": _openai_usage(prompt_tokens, completion_tokens),
+        "service_tier": "default",
+        "system_fingerprint": "fp_emulator",
+    }
+
+
+def _chat_structured(
+    body: dict[str, Any],
+    model: str,
+    seed_key: str,
+    created: int,
+    schema: dict[str, Any],
+    bad_rate: float,
+    seed: int,
+) -> dict[str, Any]:
+    """A chat completion whose message holds the structured answer (or a bad one)."""
+    messages = _require(body, "messages")
+    bad, answer = structured_answer(
+        body, schema, model=model, seed_key=seed_key, bad_rate=bad_rate, seed=seed
+    )
+    message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
+    if bad == "refusal":
+        message["refusal"] = REFUSAL
+    else:
+        message["content"] = (
+            _bad_text(answer) if bad == "invalid" else orjson.dumps(answer).decode()
+        )
+    completion_tokens = count_tokens(message["content"] or REFUSAL)
+    prompt_tokens = count_tokens(prompt_text({"messages": messages})) + 3 * len(messages) + 3
+    return {
+        "id": f"chatcmpl-{_short_id(seed_key, 29)}",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
         "usage": _openai_usage(prompt_tokens, completion_tokens),
         "service_tier": "default",
         "system_fingerprint": "fp_emulator",
@@ -306,11 +446,33 @@ def _embeddings(body: dict[str, Any], model: str, default_dimensions: int) -> di
     }
 
 
-def _responses(body: dict[str, Any], model: str, seed_key: str, created: int) -> dict[str, Any]:
+def _responses(
+    body: dict[str, Any], model: str, seed_key: str, created: int, bad_rate: float, seed: int
+) -> dict[str, Any]:
     _require(body, "input")
     max_tokens = _positive_int(body, "max_output_tokens", minimum=16)
     prompt = prompt_text({"instructions": body.get("instructions"), "input": body["input"]})
     text, tokens, truncated = _reply(model, prompt, max_tokens)
+    content: dict[str, Any] = {"type": "output_text", "annotations": [], "logprobs": []}
+    fmt = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        bad, answer = structured_answer(
+            body,
+            fmt.get("schema") or {},
+            model=model,
+            seed_key=seed_key,
+            bad_rate=bad_rate,
+            seed=seed,
+        )
+        truncated = False
+        if bad == "refusal":
+            content = {"type": "refusal", "refusal": REFUSAL}
+            text = REFUSAL
+        else:
+            text = _bad_text(answer) if bad == "invalid" else orjson.dumps(answer).decode()
+        tokens = count_tokens(text)
+    if content["type"] == "output_text":
+        content["text"] = text
     prompt_tokens = count_tokens(prompt)
     ident = _short_id(seed_key, 48)
     return {
@@ -329,9 +491,7 @@ def _responses(body: dict[str, Any], model: str, seed_key: str, created: int) ->
                 "id": f"msg_{_short_id(seed_key + ':msg', 48)}",
                 "status": "incomplete" if truncated else "completed",
                 "role": "assistant",
-                "content": [
-                    {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-                ],
+                "content": [content],
             }
         ],
         "parallel_tool_calls": True,
@@ -362,7 +522,24 @@ def _anthropic_required(body: dict[str, Any], name: str) -> Any:
     return body[name]
 
 
-def _messages(body: dict[str, Any], model: str, seed_key: str) -> dict[str, Any]:
+def _forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The tool `tool_choice` forces, when it is one of the request's tools."""
+    choice = body.get("tool_choice")
+    if not (isinstance(choice, dict) and choice.get("type") == "tool"):
+        return None
+    for tool in body.get("tools") or ():
+        if isinstance(tool, dict) and tool.get("name") == choice.get("name"):
+            return tool
+    raise RequestFailure(
+        400,
+        f"tool_choice: tool {choice.get('name')!r} is not in tools",
+        type="invalid_request_error",
+    )
+
+
+def _messages(
+    body: dict[str, Any], model: str, seed_key: str, bad_rate: float, seed: int
+) -> dict[str, Any]:
     messages = _anthropic_required(body, "messages")
     max_tokens = _anthropic_required(body, "max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
@@ -375,13 +552,33 @@ def _messages(body: dict[str, Any], model: str, seed_key: str) -> dict[str, Any]
     text, tokens, truncated = _reply(model, prompt, max_tokens)
     digest = hashlib.sha256(seed_key.encode()).digest()
     ident = base64.b32encode(digest).decode().rstrip("=").lower()[:22]
+    content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+    stop_reason = "max_tokens" if truncated else "end_turn"
+    tool = _forced_tool(body)
+    if tool is not None:
+        bad, answer = structured_answer(
+            body,
+            tool.get("input_schema") or {},
+            model=model,
+            seed_key=seed_key,
+            bad_rate=bad_rate,
+            seed=seed,
+        )
+        if bad == "refusal":
+            content, stop_reason = [{"type": "text", "text": REFUSAL}], "refusal"
+        elif bad == "invalid":
+            content, stop_reason = [{"type": "text", "text": _bad_text(answer)}], "end_turn"
+        else:
+            tool_use = {"type": "tool_use", "id": f"toolu_01{ident}", "name": tool["name"]}
+            content, stop_reason = [{**tool_use, "input": answer}], "tool_use"
+        tokens = count_tokens(orjson.dumps(content).decode())
     return {
         "id": f"msg_01{ident}",
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [{"type": "text", "text": text}],
-        "stop_reason": "max_tokens" if truncated else "end_turn",
+        "content": content,
+        "stop_reason": stop_reason,
         "stop_sequence": None,
         "usage": {
             "input_tokens": count_tokens(prompt),
@@ -415,6 +612,7 @@ def respond(
     error_rate: float = 0.0,
     seed: int = 0,
     default_dimensions: int = 1536,
+    bad_answer_rate: float = 0.0,
 ) -> dict[str, Any]:
     """The success body for one request to `endpoint`; raises RequestFailure as the API would."""
     if not isinstance(body, dict):
@@ -426,13 +624,13 @@ def respond(
         raise RequestFailure(400, "you must provide a model parameter", param="model")
     injected_failure(body, seed_key=seed_key, error_rate=error_rate, seed=seed)
     if endpoint == "/v1/chat/completions":
-        return _chat(body, model, seed_key, created)
+        return _chat(body, model, seed_key, created, bad_answer_rate, seed)
     if endpoint == "/v1/completions":
         return _completion(body, model, seed_key, created)
     if endpoint == "/v1/embeddings":
         return _embeddings(body, model, default_dimensions)
     if endpoint == "/v1/responses":
-        return _responses(body, model, seed_key, created)
+        return _responses(body, model, seed_key, created, bad_answer_rate, seed)
     if endpoint == "/v1/messages":
-        return _messages(body, model, seed_key)
+        return _messages(body, model, seed_key, bad_answer_rate, seed)
     raise RequestFailure(404, f"Invalid URL (POST {endpoint})", type="invalid_request_error")

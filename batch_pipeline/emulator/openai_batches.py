@@ -328,6 +328,7 @@ class OpenAIBatches(ProviderBatches):
                 seed_key=seed_key,
                 created=int(time.time()),
                 error_rate=config.error_rate,
+                bad_answer_rate=config.bad_answer_rate,
                 seed=config.seed,
                 default_dimensions=config.embedding_dimensions,
             )

@@ -341,6 +341,7 @@ class V1Routes:
                 seed_key=uuid.uuid4().hex,
                 created=int(time.time()),
                 error_rate=config.error_rate,
+                bad_answer_rate=config.bad_answer_rate,
                 seed=config.seed,
                 default_dimensions=config.embedding_dimensions,
             )

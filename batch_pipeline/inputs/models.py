@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -148,6 +148,9 @@ class InputPlan(BaseModel):
     rejected_path: DataPath | None
     rejected_count: int
     total_lines: int
+    # a table's: its key and passthrough columns by row (keys.parquet), and the template used
+    keys_path: DataPath | None = None
+    template: dict[str, Any] | None = None
 
     def to_json(self, staging_dir: DataPath) -> bytes:
         """plan.json bytes with paths relative to staging_dir, so the data root can move."""
@@ -155,8 +158,10 @@ class InputPlan(BaseModel):
         for dumped, shard in zip(data["shards"], self.shards, strict=True):
             dumped["path"] = _relative(shard.path, staging_dir)
             dumped["index_path"] = _relative(shard.index_path, staging_dir)
-        if self.rejected_path is not None:
-            data["rejected_path"] = _relative(self.rejected_path, staging_dir)
+        for name in ("rejected_path", "keys_path"):
+            path = getattr(self, name)
+            if path is not None:
+                data[name] = _relative(path, staging_dir)
         return orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
 
     @classmethod
@@ -167,8 +172,9 @@ class InputPlan(BaseModel):
             for shard in data["shards"]:
                 shard["path"] = staging_dir / shard["path"]
                 shard["index_path"] = staging_dir / shard["index_path"]
-            if data["rejected_path"] is not None:
-                data["rejected_path"] = staging_dir / data["rejected_path"]
+            for name in ("rejected_path", "keys_path"):
+                if data.get(name) is not None:
+                    data[name] = staging_dir / data[name]
             return cls.model_validate(data)
         except (OSError, ValueError, KeyError, TypeError):
             return None

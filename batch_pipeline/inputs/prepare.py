@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,12 +24,24 @@ from batch_pipeline.inputs.models import (
     InputOptions,
     InputPlan,
     InputRejected,
+    Problem,
     Shard,
     ValidationReport,
 )
 from batch_pipeline.inputs.reader import LineReader
 from batch_pipeline.inputs.scan import FileScan, ScanResult
 from batch_pipeline.inputs.shard import iter_index
+from batch_pipeline.inputs.table import (
+    KEYS_FILE,
+    REQUESTS_FILE,
+    check_table,
+    render_table,
+    row_keys,
+    row_reasons,
+    table_options,
+    table_sha256,
+)
+from batch_pipeline.inputs.template import RequestTemplate
 from batch_pipeline.ledger.storage import DataPath, publish, scratch_for
 from batch_pipeline.providers import PROVIDERS
 
@@ -64,6 +77,93 @@ def prepare_input(path: DataPath, staging_dir: DataPath, options: InputOptions) 
     return plan
 
 
+@dataclass(frozen=True)
+class TableInput:
+    """A table (a Parquet file or folder) and the template its rows take."""
+
+    path: DataPath
+    template: RequestTemplate
+
+
+InputSource = DataPath | TableInput  # a JSONL file, or a table with its template
+
+
+def prepare(source: InputSource, staging_dir: DataPath, options: InputOptions) -> InputPlan:
+    """The plan of a JSONL file or a table (see prepare_input, prepare_table)."""
+    if isinstance(source, TableInput):
+        return prepare_table(source.path, source.template, staging_dir, options)
+    return prepare_input(source, staging_dir, options)
+
+
+def source_sha256(source: InputSource) -> str | None:
+    """The identity a plan records for its input (None: the input cannot be read)."""
+    if isinstance(source, TableInput):
+        return table_sha256(source.path, source.template)
+    return content_sha256(source)
+
+
+def prepare_table(
+    source: DataPath, template: RequestTemplate, staging_dir: DataPath, options: InputOptions
+) -> InputPlan:
+    """Render a table's rows with `template` and shard the requests into staging_dir, like
+    `prepare_input`; rows that fail become `input` errors (the skip policy), and the key and
+    passthrough columns land in staging_dir/keys.parquet. A no-op when already done."""
+    table = check_table(source, template)
+    identity = table_sha256(source, template)
+    options = table_options(options)
+    current = _current_plan(source, staging_dir, options, identity)
+    if current is not None:
+        return current
+    with scratch_for(staging_dir / PLAN_FILE) as scratch:
+        work_dir = Path(tempfile.mkdtemp(prefix=".work-", dir=scratch))
+        try:
+            requests = work_dir / REQUESTS_FILE
+            render_table(table, template, requests, work_dir / KEYS_FILE)
+            with _RejectedWriter(work_dir / REJECTED_FILE, True) as rejected:
+                sink = row_reasons(rejected.write)
+                result = FileScan(requests, options, work_dir=work_dir, on_reject=sink).run()
+            if result.fatal:
+                raise InputRejected(_report(source, result))
+            plan = _commit(staging_dir, work_dir, result, options, identity, template)
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    return plan
+
+
+def validate_table(
+    source: DataPath, template: RequestTemplate, options: InputOptions
+) -> ValidationReport:
+    """Check every row of a table with its template without writing anything outside a
+    temporary folder; each problem names the row and its key."""
+    table = check_table(source, template)
+    with tempfile.TemporaryDirectory(prefix="batch-pipeline-") as folder:
+        work_dir = Path(folder)
+        requests, keys = work_dir / REQUESTS_FILE, work_dir / KEYS_FILE
+        rendering = render_table(table, template, requests, keys)
+        found: list[tuple[int, str]] = []
+
+        def note(line: int, custom_id: str | None, reason: str, raw: bytes, cut: bool) -> None:
+            found.append((line, reason))
+
+        result = FileScan(requests, table_options(options), on_reject=row_reasons(note)).run()
+        shown = found[: options.max_problems]
+        problems = [
+            Problem(path=str(source), line=None, field=f"row {line} ({key})", reason=reason)
+            for (line, reason), key in zip(
+                shown, row_keys(keys, template.keys, [n for n, _ in shown]), strict=True
+            )
+        ]
+    result.summary.lines = rendering.rows
+    return ValidationReport(
+        path=str(source),
+        problems=problems,
+        total_problems=len(found),
+        notes=[n for n in result.notes if "unknown" not in n],
+        summary=result.summary,
+        ok=not found,
+    )
+
+
 def read_shard_index(shard: Shard) -> dict[str, int]:
     """custom_id -> 1-based input line for every request of a shard."""
     return dict(iter_index(shard.index_path))
@@ -80,17 +180,19 @@ def _report(path: DataPath, result: ScanResult) -> ValidationReport:
     )
 
 
-def _current_plan(path: DataPath, staging_dir: DataPath, options: InputOptions) -> InputPlan | None:
-    """The saved plan when it was made from these exact bytes with these options."""
+def _current_plan(
+    path: DataPath, staging_dir: DataPath, options: InputOptions, identity: str | None = None
+) -> InputPlan | None:
+    """The saved plan when it was made from these exact bytes (a table: `identity`) with these
+    options."""
     plan = InputPlan.load(staging_dir)
     if plan is None or plan.options_fingerprint != options.fingerprint():
         return None
     files = [p for s in plan.shards for p in (s.path, s.index_path)]
-    if plan.rejected_path is not None:
-        files.append(plan.rejected_path)
+    files += [p for p in (plan.rejected_path, plan.keys_path) if p is not None]
     if not all(f.is_file() for f in files):
         return None
-    if content_sha256(path) != plan.input_sha256:
+    if (identity or content_sha256(path)) != plan.input_sha256:
         return None
     return plan
 
@@ -111,6 +213,8 @@ def _commit(
     work_dir: Path,
     result: ScanResult,
     options: InputOptions,
+    identity: str | None = None,
+    template: RequestTemplate | None = None,
 ) -> InputPlan:
     rejected_count = result.rejected_lines
     shards_dir = staging_dir / SHARDS_DIR
@@ -143,15 +247,21 @@ def _commit(
         _place(work_dir / REJECTED_FILE, rejected_path, replace_if_different=True)
     else:
         _unlink(staging_dir / REJECTED_FILE)
+    keys_path = None
+    if template is not None:
+        keys_path = staging_dir / KEYS_FILE
+        _place(work_dir / KEYS_FILE, keys_path, replace_if_different=True)
     plan = InputPlan(
         input_name=staging_dir.name,
-        input_sha256=result.read.sha256.hexdigest(),
+        input_sha256=identity or result.read.sha256.hexdigest(),
         options_fingerprint=options.fingerprint(),
         summary=result.summary,
         shards=shards,
         rejected_path=rejected_path,
         rejected_count=rejected_count,
         total_lines=result.total_lines,
+        keys_path=keys_path,
+        template=template.model_dump(mode="json", by_alias=True) if template else None,
     )
     plan_file = work_dir / PLAN_FILE
     plan_file.write_bytes(plan.to_json(staging_dir))

@@ -5,6 +5,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import TypedDict
 
 import dagster as dg
@@ -14,6 +15,8 @@ from pydantic import Field
 from batch_pipeline.errors import BatchPipelineError
 from batch_pipeline.gateway import BifrostClient, GatewayError
 from batch_pipeline.inputs import InputOptions
+from batch_pipeline.inputs.prepare import InputSource, TableInput
+from batch_pipeline.inputs.template import TemplateError, load_template
 from batch_pipeline.integration.names import PIPELINE_TAG, PipelineNames
 from batch_pipeline.integration.progress import (
     SUBMITTED_NOW_COST,
@@ -22,9 +25,9 @@ from batch_pipeline.integration.progress import (
 )
 from batch_pipeline.integration.resources import DataRootResource, GatewayResource
 from batch_pipeline.integration.settings import PipelineSettings
-from batch_pipeline.ledger.layout import DataLayout
+from batch_pipeline.ledger.layout import DataLayout, is_table
 from batch_pipeline.ledger.manifest import ManifestStore
-from batch_pipeline.ledger.storage import DataPath
+from batch_pipeline.ledger.storage import DataPath, parquet_schema
 from batch_pipeline.operations.alerts import error_rate
 from batch_pipeline.operations.collect import (
     CollectReport,
@@ -32,13 +35,13 @@ from batch_pipeline.operations.collect import (
     delete_batch_files,
     load_plan,
 )
-from batch_pipeline.operations.costs import PriceTable, check_plan_budget, plan_estimates
+from batch_pipeline.operations.costs import check_plan_budget, plan_estimates
 from batch_pipeline.operations.outcomes import OutcomesFile, build_outcomes
 from batch_pipeline.operations.poll import refresh_statuses
 from batch_pipeline.operations.queue_limits import QueueGate, queue_key
 from batch_pipeline.operations.retry import attempt_of
 from batch_pipeline.operations.submit import plan_to_submit, submit_plan
-from batch_pipeline.results import ERRORS_SCHEMA, RESULTS_SCHEMA
+from batch_pipeline.prices import PriceTable
 
 INVARIANT_CHECK = "every_input_line_accounted_for"
 ERROR_RATE_CHECK = "error_rate_below_threshold"
@@ -163,13 +166,14 @@ def build_assets(
                 if config.on_invalid
                 else settings.inputs.on_invalid,
             )
-            path = layout.input_file(name)
-            plan = plan_to_submit(data.store(), name, path, layout.staging(name), options)
+            source = input_source(settings, layout, name)
+            plan = plan_to_submit(data.store(), name, source, layout.staging(name), options)
         except BatchPipelineError as exc:
             raise failure(exc, name) from None
         except ValueError as exc:  # an unknown default provider
             raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
         summary = plan.summary
+        path = source.path if isinstance(source, TableInput) else source
         return dg.MaterializeResult(
             data_version=dg.DataVersion(plan.input_sha256),
             metadata={
@@ -284,7 +288,7 @@ def build_assets(
                 description="One row per request that succeeded "
                 "(<data_root>/results/input_file=<name>/).",
                 **common,
-            ),
+            ).with_io_manager_key(names.io_manager),
             dg.AssetSpec(
                 names.batch_errors,
                 deps=[submitted_batches],
@@ -292,7 +296,7 @@ def build_assets(
                 description="One row per request that did not succeed, with its stage "
                 "(<data_root>/errors/input_file=<name>/).",
                 **common,
-            ),
+            ).with_io_manager_key(names.io_manager),
             dg.AssetSpec(
                 names.batch_outcomes,
                 deps=[names.batch_results, names.batch_errors],
@@ -302,7 +306,7 @@ def build_assets(
                 "across every retry wave: the latest success, else the latest error "
                 "(<data_root>/outcomes/original_file=<original>/).",
                 **common,
-            ),
+            ).with_io_manager_key(names.io_manager),
         ],
         check_specs=[
             dg.AssetCheckSpec(
@@ -348,6 +352,27 @@ def build_assets(
     return PipelineAssets(inbox, batch_input, submitted_batches, collected)
 
 
+def input_source(settings: PipelineSettings, layout: DataLayout, name: str) -> InputSource:
+    """A partition's input: its JSONL file, or its table with the template its rows take (its
+    own <name>.template.yaml in the inbox, else the instance's template)."""
+    path = layout.input_file(name)
+    if not is_table(path):
+        return path
+    sidecar = layout.template_file(name)
+    if sidecar.exists():
+        template = load_template(sidecar.read_text(), where=str(sidecar))
+    elif settings.template is not None:
+        template = settings.template
+    elif settings.template_file is not None:
+        template = load_template(Path(settings.template_file))
+    else:
+        raise TemplateError(
+            f"{name}: a table needs a template: put {sidecar.name} beside it in the inbox, "
+            f"or set the instance's template"
+        )
+    return TableInput(path, template)
+
+
 def price_table(settings: PipelineSettings) -> PriceTable:
     """The shipped prices, then the instance's prices_file, then its `prices`."""
     return PriceTable.load(settings.prices_file, settings.prices)
@@ -390,7 +415,7 @@ def collect_events(
         metadata={
             "dagster/row_count": report.results_rows,
             "path": dg.MetadataValue.path(relative(layout, report.results_path)),
-            "dagster/column_schema": table_schema(RESULTS_SCHEMA),
+            "dagster/column_schema": table_schema(parquet_schema(report.results_path)),
             "summary": dg.MetadataValue.md(summary),
             "prompt_tokens": report.prompt_tokens,
             "completion_tokens": report.completion_tokens,
@@ -405,7 +430,7 @@ def collect_events(
         metadata={
             "dagster/row_count": report.errors_rows,
             "path": dg.MetadataValue.path(relative(layout, report.errors_path)),
-            "dagster/column_schema": table_schema(ERRORS_SCHEMA),
+            "dagster/column_schema": table_schema(parquet_schema(report.errors_path)),
             "errors_by_stage": dg.MetadataValue.json(report.errors_by_stage),
         },
     )

@@ -14,6 +14,7 @@ import dagster as dg
 
 from batch_pipeline.integration.assets import build_assets
 from batch_pipeline.integration.checks import build_checks
+from batch_pipeline.integration.io_manager import BatchTablesIOManager
 from batch_pipeline.integration.jobs import build_jobs
 from batch_pipeline.integration.names import PipelineNames
 from batch_pipeline.integration.resources import DataRootResource, GatewayResource
@@ -34,6 +35,7 @@ def build_pipeline_defs(settings: PipelineSettings | Mapping[str, Any]) -> dg.De
         settings = PipelineSettings.model_validate(settings)
     names = PipelineNames(settings.name)
     partitions = dg.DynamicPartitionsDefinition(name=names.partitions)
+    data = DataRootResource(root=settings.root)
     assets = build_assets(settings, names, partitions)
     checks = build_checks(settings, names, partitions)
     jobs = build_jobs(settings, names, partitions, assets)
@@ -48,6 +50,7 @@ def build_pipeline_defs(settings: PipelineSettings | Mapping[str, Any]) -> dg.De
         schedules=[build_inbox_schedule(settings, names, partitions, jobs)],
         resources={
             names.gateway_resource: GatewayResource.from_settings(settings.gateway),
-            names.data_resource: DataRootResource(root=settings.root),
+            names.data_resource: data,
+            names.io_manager: BatchTablesIOManager(data=data),
         },
     )

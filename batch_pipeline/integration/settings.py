@@ -13,7 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from batch_pipeline.operations.costs import Price
+from batch_pipeline.inputs.template import RequestTemplate
+from batch_pipeline.prices import Price
 from batch_pipeline.providers import PROVIDERS
 
 # Dagster names (jobs, sensors, resource keys) allow letters, digits and `_`; the name prefixes
@@ -199,6 +200,14 @@ class PipelineSettings(_Section):
         "results/, errors/, outcomes/; unset: data/<name>",
     )
     group: str | None = Field(default=None, description="Dagster asset group; unset: the name")
+    template: RequestTemplate | None = Field(
+        default=None,
+        description="How each row of a table in the inbox becomes a request (a table's own "
+        "<name>.template.yaml beside it in the inbox wins)",
+    )
+    template_file: str | None = Field(
+        default=None, description="The same, as a YAML file (read when a table is prepared)"
+    )
     gateway: GatewaySettings = GatewaySettings()
     inputs: InputSettings = InputSettings()
     submit: SubmitSettings = SubmitSettings()
@@ -227,6 +236,8 @@ class PipelineSettings(_Section):
 
     @model_validator(mode="after")
     def _checked(self) -> PipelineSettings:
+        if self.template is not None and self.template_file is not None:
+            raise ValueError("give template or template_file, not both")
         for key in [*self.prices, *self.submit.max_enqueued_tokens]:
             provider, sep, model = key.partition("/")
             if not sep or not model or provider not in PROVIDERS:

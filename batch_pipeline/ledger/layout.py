@@ -15,7 +15,9 @@ from pathlib import Path
 from batch_pipeline.errors import BatchPipelineError
 from batch_pipeline.ledger.storage import DataPath, data_root, is_local, list_names
 
-INPUT_SUFFIXES = (".jsonl.gz", ".jsonl")
+TABLE_SUFFIX = ".parquet"  # a Parquet file, or a folder of them (hive partitions allowed)
+INPUT_SUFFIXES = (".jsonl.gz", ".jsonl", TABLE_SUFFIX)
+TEMPLATE_SUFFIX = ".template.yaml"  # beside a table in the inbox: the template its rows take
 # A partition name is a file name without its suffix: portable, hive-safe, no path separators.
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 
@@ -34,7 +36,9 @@ def partition_name(file_name: str) -> str:
             stem = base[: -len(suffix)]
             break
     else:
-        raise LayoutError(f"{file_name}: not an input file (expected .jsonl or .jsonl.gz)")
+        raise LayoutError(
+            f"{file_name}: not an input (expected .jsonl, .jsonl.gz, or a .parquet file or folder)"
+        )
     check_name(stem)
     return stem
 
@@ -86,7 +90,8 @@ class DataLayout:
         return self.root / "errors" / f"input_file={check_name(name)}" / "part-0.parquet"
 
     def input_file(self, name: str) -> DataPath:
-        """The inbox file of a partition; refuses a symlink that leads outside the data root."""
+        """The inbox input of a partition (a file, or a table's folder); refuses a symlink that
+        leads outside the data root."""
         check_name(name)
         for suffix in INPUT_SUFFIXES:
             path = self.inbox / f"{name}{suffix}"
@@ -97,13 +102,20 @@ class DataLayout:
             if path.exists() or path.is_symlink():
                 self._check_local_input(path)
                 return path
-        raise LayoutError(f"{name}: no {name}.jsonl or {name}.jsonl.gz in {self.inbox}")
+        raise LayoutError(
+            f"{name}: no {name}.jsonl, {name}.jsonl.gz or {name}.parquet in {self.inbox}"
+        )
+
+    def template_file(self, name: str) -> DataPath:
+        """Where a table's own template sits in the inbox (it wins over the instance's)."""
+        return self.inbox / f"{check_name(name)}{TEMPLATE_SUFFIX}"
 
     def _check_local_input(self, path: Path) -> None:
         real = path.resolve()
         if not real.is_relative_to(str(self.root)):
             raise LayoutError(f"{path}: links outside the data root {self.root}")
-        if not real.is_file():  # a directory, FIFO or device would fail or block
+        # a directory (but a table's), FIFO or device would fail or block
+        if not (real.is_file() or (is_table(path) and real.is_dir())):
             raise LayoutError(f"{path}: not a regular file")
 
     def new_inputs(
@@ -135,7 +147,7 @@ class DataLayout:
         """One page of inbox files (names sorting after `after`, at most `limit`): partition
         names not in `known` and unchanged for `settle_seconds` (a file still being copied in
         is left for later), and one-line refusals of bad names and links."""
-        entries = list_names(self.inbox, after=after, limit=limit)
+        entries = list_names(self.inbox, after=after, limit=limit, folders=True)
         new, refused, seen = [], [], set()
         for file_name, changed in entries:
             if not file_name.endswith(INPUT_SUFFIXES) or file_name.startswith("."):
@@ -154,13 +166,35 @@ class DataLayout:
                 refused.append(f"{file_name}: another file is already input {name!r}; rename one")
                 continue
             seen.add(name)
-            if name not in known and now - changed >= settle_seconds:
+            if name not in known and now - _settled_at(self.inbox / file_name, changed) >= (
+                settle_seconds
+            ):
                 new.append(name)
         full_page = limit is not None and len(entries) >= limit
         return InboxScan(new, refused, entries[-1][0] if full_page else None)
 
     def inbox_files(self) -> Iterator[DataPath]:
-        """Input files in the inbox, sorted by name (others are ignored)."""
-        for file_name, _ in list_names(self.inbox):
+        """Inputs in the inbox (files and table folders), sorted by name (others are ignored)."""
+        for file_name, _ in list_names(self.inbox, folders=True):
             if file_name.endswith(INPUT_SUFFIXES) and not file_name.startswith("."):
                 yield self.inbox / file_name
+
+
+def is_table(path: DataPath) -> bool:
+    """Whether an input is a table (a .parquet file or folder) rather than JSONL."""
+    return path.name.endswith(TABLE_SUFFIX)
+
+
+def _settled_at(path: DataPath, changed: float) -> float:
+    """When an inbox entry last changed: a local table folder by its newest file (copying one
+    in touches those), anything else by its own time."""
+    if not (is_local(path) and path.is_dir()):
+        return changed
+    newest = changed
+    for folder, _, files in os.walk(path):
+        for file_name in files:
+            try:
+                newest = max(newest, os.stat(os.path.join(folder, file_name)).st_mtime)
+            except OSError:
+                continue
+    return newest

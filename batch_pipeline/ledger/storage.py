@@ -172,11 +172,25 @@ def read_parquet(path: DataPath, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(path.path, columns=columns, filesystem=path.fs)
 
 
+def parquet_schema(path: DataPath) -> pa.Schema:
+    """The schema of a Parquet file on disk or S3 (its footer only)."""
+    import pyarrow.parquet as pq
+
+    if is_local(path):
+        return pq.read_schema(path)
+    return pq.read_schema(path.path, filesystem=path.fs)
+
+
 def list_names(
-    folder: DataPath, *, after: str | None = None, limit: int | None = None
+    folder: DataPath,
+    *,
+    after: str | None = None,
+    limit: int | None = None,
+    folders: bool = False,
 ) -> list[tuple[str, float | None]]:
-    """Sorted (name, mtime) of the files directly in `folder` whose name sorts after `after`,
-    at most `limit` of them; on S3 one ListObjectsV2 page from `after` (no full listing)."""
+    """Sorted (name, mtime) of the files directly in `folder` (and, with `folders`, the folders)
+    whose name sorts after `after`, at most `limit` of them; on S3 one ListObjectsV2 page from
+    `after` (no full listing), where a folder (a common prefix) has no time: 0."""
     if is_local(folder):
         if not folder.is_dir():
             return []
@@ -186,7 +200,7 @@ def list_names(
                 if after is not None and entry.name <= after:
                     continue
                 try:
-                    if entry.is_file() or entry.is_symlink():
+                    if entry.is_file() or entry.is_symlink() or (folders and entry.is_dir()):
                         entries.append((entry.name, entry.stat().st_mtime))
                 except OSError:  # a broken link, or removed since the listing: mtime None
                     entries.append((entry.name, None))
@@ -207,6 +221,10 @@ def list_names(
             name = item["Key"][len(prefix) :]
             if name:
                 entries.append((name, item["LastModified"].timestamp()))
+        if folders:
+            for common in page.get("CommonPrefixes", []):
+                entries.append((common["Prefix"][len(prefix) :].rstrip("/"), 0.0))
+            entries.sort()
         token = page.get("NextContinuationToken")
         if not token or (limit is not None and len(entries) >= limit):
             return entries

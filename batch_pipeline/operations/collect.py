@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,13 @@ from batch_pipeline.inputs import InputPlan, read_shard_index
 from batch_pipeline.ledger.layout import DataLayout
 from batch_pipeline.ledger.manifest import Manifest, ManifestBusy, ManifestStore, ShardRecord
 from batch_pipeline.ledger.storage import DataPath, is_local, read_parquet, scratch_for
-from batch_pipeline.operations.costs import PriceTable
 from batch_pipeline.operations.poll import GONE_STATUS, refresh_statuses
 from batch_pipeline.operations.retry import attempt_of
+from batch_pipeline.prices import PriceTable
 from batch_pipeline.providers import provider_traits
 from batch_pipeline.results import BatchCollector, BatchContext, CollectStats, PartitionWriter
+from batch_pipeline.results.enrich import enrich
+from batch_pipeline.results.structured import StructuredOutput
 
 SAMPLE = 20
 
@@ -158,6 +161,8 @@ def _collect(
     batches: dict[str, CollectStats] = {}
     cost, unpriced = 0.0, set()
     original, attempt = attempt_of(name)
+    structured = StructuredOutput.of_template(plan.template)
+    keys = plan.keys_path
     with (
         # downloads sit in staging/<name>/downloads on disk (swept after a kill), else in temp
         scratch_for(layout.staging(name) / "downloads" / "output.jsonl") as downloads,
@@ -167,12 +172,20 @@ def _collect(
             collected_at=collected_at or datetime.now(UTC),
             original_file=original,
             attempt=attempt,
+            complete=None if keys is None else partial(enrich, keys=keys, structured=structured),
         ) as writer,
     ):
         _add_rejected(writer, plan)
         for shard in plan.shards:
             record = manifest.shards[shard.shard_id]  # type: ignore[union-attr]
-            ctx = BatchContext(record.batch_id, shard.provider, shard.model, shard.endpoint)
+            ctx = BatchContext(
+                record.batch_id,
+                shard.provider,
+                shard.model,
+                shard.endpoint,
+                price=prices.price(shard.provider, shard.model),
+                structured=structured,
+            )
             collector = BatchCollector(writer, ctx, read_shard_index(shard))
             before = writer.stats
             if record.batch_id and record.status != GONE_STATUS:

@@ -17,8 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batch_pipeline.ledger.layout import DataLayout, check_name
-from batch_pipeline.ledger.storage import DataPath, is_local, lock, publish, scratch_for
+from batch_pipeline.ledger.storage import (
+    DataPath,
+    is_local,
+    lock,
+    parquet_schema,
+    publish,
+    scratch_for,
+)
 from batch_pipeline.operations.retry import attempt_of
+from batch_pipeline.results.schema import ERRORS_SCHEMA, RESULTS_SCHEMA
 
 if TYPE_CHECKING:
     import duckdb
@@ -36,12 +44,14 @@ copy (
              coalesce(attempt, 1) as attempt, input_file, input_line, batch_id, provider, model,
              status_code, null::varchar as stage, null::varchar as error_code,
              null::varchar as error_message, null::boolean as retryable, output_text,
-             finish_reason, total_tokens, collected_at
+             finish_reason, total_tokens, collected_at{results_extra}
       from read_parquet({results}, hive_partitioning = true, union_by_name = true)
-      union all
-      select coalesce(original_file, {original}), custom_id, 'failed', coalesce(attempt, 1),
-             input_file, input_line, batch_id, provider, null, status_code, stage, error_code,
-             error_message, retryable, null, null, null, collected_at
+      union all by name
+      select coalesce(original_file, {original}) as original_file, custom_id, 'failed' as outcome,
+             coalesce(attempt, 1) as attempt, input_file, input_line, batch_id, provider,
+             null::varchar as model, status_code, stage, error_code, error_message, retryable,
+             null::varchar as output_text, null::varchar as finish_reason,
+             null::bigint as total_tokens, collected_at{errors_extra}
       from read_parquet({errors}, hive_partitioning = true, union_by_name = true)
     )
   ) where rank = 1
@@ -56,6 +66,15 @@ class OutcomesFile:
     path: DataPath
     rows: int
     attempts: list[str]  # the partitions it was built from
+
+
+def _extra(files: list[DataPath], base: list[str]) -> str:
+    """`, "col", ...` for the columns a table input added (keys, passthrough, typed answers),
+    read from the files' schemas, so the outcomes carry them too."""
+    names: dict[str, None] = {}
+    for path in files:
+        names.update(dict.fromkeys(parquet_schema(path).names))
+    return "".join(f', "{n}"' for n in names if n not in base)
 
 
 def _quote(value: str | DataPath) -> str:
@@ -120,11 +139,15 @@ def _write(
         os.close(fd)
         tmp = Path(name)
         try:
+            results = [layout.results_file(n) for n in names]
+            errors = [layout.errors_file(n) for n in names]
             db.execute(
                 _QUERY.format(
                     original=_quote(original),
-                    results=_file_list(layout.results_file(n) for n in names),
-                    errors=_file_list(layout.errors_file(n) for n in names),
+                    results=_file_list(results),
+                    errors=_file_list(errors),
+                    results_extra=_extra(results, RESULTS_SCHEMA.names),
+                    errors_extra=_extra(errors, ERRORS_SCHEMA.names),
                     target=_quote(tmp),
                 )
             )

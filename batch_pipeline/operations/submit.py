@@ -26,7 +26,8 @@ from batch_pipeline.gateway import (
     GatewayTimeoutError,
     RateLimitError,
 )
-from batch_pipeline.inputs import InputOptions, InputPlan, Shard, content_sha256, prepare_input
+from batch_pipeline.inputs import InputOptions, InputPlan, Shard
+from batch_pipeline.inputs.prepare import InputSource, prepare, source_sha256
 from batch_pipeline.ledger.manifest import ManifestBusy, ManifestStore, ShardRecord
 from batch_pipeline.ledger.storage import DataPath, Hold, LockLost, local_copy
 from batch_pipeline.operations.costs import Estimate
@@ -102,18 +103,19 @@ def submit_plan(
 
 
 def plan_to_submit(
-    store: ManifestStore, name: str, path: DataPath, staging: DataPath, options: InputOptions
+    store: ManifestStore, name: str, source: InputSource, staging: DataPath, options: InputOptions
 ) -> InputPlan:
-    """The plan of an input file: prepared now, or, once any of its shards was sent, the plan
-    those shards came from, untouched (re-sharding then would orphan paid batches)."""
+    """The plan of an input (a file, or a table with its template): prepared now, or, once any
+    of its shards was sent, the plan those shards came from, untouched (re-sharding then would
+    orphan paid batches)."""
     manifest = store.load(name)
     sent = manifest is not None and any(
         s.state != "pending" or s.batch_id for s in manifest.shards.values()
     )
     existing = InputPlan.load(staging) if sent else None
     if existing is None:
-        return prepare_input(path, staging, options)
-    if content_sha256(path) != existing.input_sha256:
+        return prepare(source, staging, options)
+    if source_sha256(source) != existing.input_sha256:
         raise SubmissionError(
             f"{name}: the input file changed after its batches were submitted; its staging is "
             "kept as submitted. Put the new content under a new file name"

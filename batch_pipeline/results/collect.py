@@ -17,6 +17,7 @@ from typing import IO, Any, cast
 
 from pydantic import BaseModel, ConfigDict
 
+from batch_pipeline.prices import Price
 from batch_pipeline.results.normalize import (
     Outcome,
     classify_item,
@@ -25,6 +26,7 @@ from batch_pipeline.results.normalize import (
     parse_json,
     recover_custom_id,
 )
+from batch_pipeline.results.structured import StructuredOutput
 from batch_pipeline.results.writer import PartitionWriter, WriterStats
 
 UNPARSEABLE_REFS_KEPT = 5
@@ -32,12 +34,18 @@ UNPARSEABLE_REFS_KEPT = 5
 
 @dataclass(frozen=True, slots=True)
 class BatchContext:
-    """What the rows of one batch share; None where it is not known (e.g. no gateway)."""
+    """What the rows of one batch share; None where it is not known (e.g. no gateway).
+
+    `price` prices each result's tokens (cost_usd); `structured` checks each result's answer
+    against a template's response_format (a bad one becomes a `parse` error).
+    """
 
     batch_id: str | None
     provider: str | None
     model: str | None = None
     endpoint: str | None = None
+    price: Price | None = None
+    structured: StructuredOutput | None = None
 
 
 class CollectStats(BaseModel):
@@ -76,7 +84,21 @@ class _RowEmitter:
         """Write one row; `raw` (the line or item) is rendered only for error rows."""
         row = outcome.row
         ctx = self.ctx
+        if outcome.is_result and ctx.structured is not None:
+            answer, problem = ctx.structured.answer(row["response"], row["output_text"])
+            if problem is not None:
+                outcome = error_outcome("parse", "invalid_answer", problem, retryable=False)
+                outcome.row["status_code"] = row["status_code"]
+                raw, row = row["output_text"], outcome.row
+            else:
+                row["output_text"] = answer
         if outcome.is_result:
+            prompt, completion = row["prompt_tokens"], row["completion_tokens"]
+            cost = (
+                ctx.price.cost(prompt or 0, completion or 0)
+                if ctx.price is not None and (prompt is not None or completion is not None)
+                else None
+            )
             self.writer.append_result(
                 (
                     custom_id,
@@ -93,6 +115,9 @@ class _RowEmitter:
                     row["prompt_tokens"],
                     row["completion_tokens"],
                     row["total_tokens"],
+                    row["cached_tokens"],
+                    row["reasoning_tokens"],
+                    cost,
                     row["body"],
                 )
             )

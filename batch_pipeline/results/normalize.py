@@ -180,7 +180,10 @@ def success_columns(body: Any, status: int | None, request_id: str | None) -> di
         "prompt_tokens": None,
         "completion_tokens": None,
         "total_tokens": None,
+        "cached_tokens": None,
+        "reasoning_tokens": None,
         "body": dump_json(body),
+        "response": body,  # the parsed body, for a structured answer (not a column)
         "model": None,
         "endpoint": None,
     }
@@ -240,6 +243,23 @@ def _fill_tokens(row: dict[str, Any], usage: dict[str, Any]) -> None:
     row["prompt_tokens"] = prompt
     row["completion_tokens"] = completion
     row["total_tokens"] = total
+    # OpenAI: *_tokens_details (chat) or input/output_tokens_details (Responses); Anthropic:
+    # cache reads; Gemini: cachedContentTokenCount and thoughtsTokenCount.
+    prompt_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
+    completion_details = usage.get("completion_tokens_details") or usage.get(
+        "output_tokens_details"
+    )
+    row["cached_tokens"] = (
+        _as_int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else None
+    )
+    for name in ("cache_read_input_tokens", "cachedContentTokenCount"):
+        if row["cached_tokens"] is None:
+            row["cached_tokens"] = _as_int(usage.get(name))
+    row["reasoning_tokens"] = (
+        _as_int(completion_details.get("reasoning_tokens"))
+        if isinstance(completion_details, dict)
+        else _as_int(usage.get("thoughtsTokenCount"))
+    )
 
 
 def _text_blocks(blocks: Any, kinds: tuple[str, ...] = ("text",)) -> str | None:

@@ -42,6 +42,10 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("prompt_tokens", pa.int64()),
         pa.field("completion_tokens", pa.int64()),
         pa.field("total_tokens", pa.int64()),
+        # of prompt_tokens, served from the provider's cache; of completion_tokens, spent thinking
+        pa.field("cached_tokens", pa.int64()),
+        pa.field("reasoning_tokens", pa.int64()),
+        pa.field("cost_usd", pa.float64()),  # at batch prices; null when the model has none
         pa.field("body", pa.string()),
         *PARTITION_FIELDS,
     ]

@@ -15,6 +15,7 @@ import contextlib
 import os
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -246,7 +247,10 @@ class PartitionWriter:
         attempt: int | None = None,
         rows_per_batch: int = 10_000,
         max_batch_bytes: int = 8 * 1024 * 1024,
+        complete: Callable[[Path, Path], None] | None = None,
     ) -> None:
+        """`complete(results, errors)` may rewrite both finished files (local temp files) in
+        place before they are published: a table input's keys and typed answers."""
         if collected_at.tzinfo is None:
             raise ValueError("collected_at must be timezone-aware (UTC)")
         if rows_per_batch < 1 or max_batch_bytes < 1:
@@ -264,6 +268,7 @@ class PartitionWriter:
             errors_path, ERRORS_SCHEMA, ERROR_COLUMNS, rows_per_batch, max_batch_bytes
         )
         self._open = False
+        self._complete = complete
         self._executor: ThreadPoolExecutor | None = None
         self._errors_by_stage: Counter[str] = Counter()
         self._prompt_tokens = 0
@@ -295,6 +300,9 @@ class PartitionWriter:
             self._results.close()
             self._errors.close()
             self._shutdown()
+            if self._complete is not None:
+                assert self._results.tmp is not None and self._errors.tmp is not None
+                self._complete(self._results.tmp, self._errors.tmp)
             self._results.publish()
             self._errors.publish()
         except BaseException:

@@ -39,7 +39,7 @@ def test_definitions_load_and_are_complete() -> None:
         "no_stuck_batches",
         "results_collected_before_retention",
     }
-    assert set(defs.resources) == {"demo_gateway", "demo_data"}
+    assert set(defs.resources) == {"demo_gateway", "demo_data", "demo_io_manager"}
 
 
 def test_workspace_yaml_loads_with_the_dagster_cli(tmp_path: Path) -> None:

@@ -63,16 +63,16 @@ def test_schedule_submits_what_waits_and_registers_new_files(tmp_path: Path) -> 
     with dg.instance_for_test() as instance:  # a schedule tick needs an instance on disk
         drive = driver(instance, NOWHERE, tmp_path)
         schedule = drive.repo.get_schedule_def(drive.names.inbox_schedule)
-        context = dg.build_schedule_context(
+        with dg.build_schedule_context(
             instance=instance, resources=drive.resources, repository_def=drive.repo
-        )
-        requests = schedule.evaluate_tick(context).run_requests
-        assert [r.partition_key for r in requests] == ["nightly"]
-        assert instance.get_dynamic_partitions(drive.names.partitions) == ["nightly"]
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(drive.names.submitted_batches, partition="nightly")
-        )
-        assert schedule.evaluate_tick(context).skip_message == "nothing waiting in the inbox"
+        ) as context:
+            requests = schedule.evaluate_tick(context).run_requests
+            assert [r.partition_key for r in requests] == ["nightly"]
+            assert instance.get_dynamic_partitions(drive.names.partitions) == ["nightly"]
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(drive.names.submitted_batches, partition="nightly")
+            )
+            assert schedule.evaluate_tick(context).skip_message == "nothing waiting in the inbox"
 
 
 def test_status_sensor_reports_progress_requests_collect_and_writes_nothing(

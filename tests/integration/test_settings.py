@@ -9,6 +9,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from batch_pipeline import PipelineSettings, build_pipeline_defs
+from batch_pipeline.inputs.template import RequestTemplate
 from batch_pipeline.integration.resources import GatewayResource
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -18,7 +19,7 @@ def _leaves(model: type[BaseModel], prefix: str = "") -> list[str]:
     found = []
     for name, field in model.model_fields.items():
         kind = field.annotation
-        if isinstance(kind, type) and issubclass(kind, BaseModel):
+        if isinstance(kind, type) and issubclass(kind, BaseModel) and kind is not RequestTemplate:
             found += _leaves(kind, f"{prefix}{name}.")
         else:
             found.append(f"{prefix}{name}")

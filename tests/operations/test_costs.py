@@ -7,12 +7,10 @@ from batch_pipeline.ledger.manifest import Manifest, ShardRecord
 from batch_pipeline.operations.costs import (
     BudgetExceeded,
     Estimate,
-    Price,
-    PriceTable,
-    PriceTableError,
     check_plan_budget,
     estimate,
 )
+from batch_pipeline.prices import Price, PriceTable, PriceTableError
 
 
 @pytest.mark.parametrize(

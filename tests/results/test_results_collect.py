@@ -108,6 +108,9 @@ def test_completed_batch_rows_carry_the_batch_context(
         "prompt_tokens": 5,
         "completion_tokens": 2,
         "total_tokens": 7,
+        "cached_tokens": None,
+        "reasoning_tokens": None,
+        "cost_usd": None,  # no price in this context
         "body": None,
         "original_file": None,
         "attempt": None,
