@@ -19,14 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.job_base import RepoBackedJob
 from dagster._core.definitions.sensor_definition import SensorExecutionData
+from dagster._core.execution.execute_in_process import core_execute_in_process, merge_run_tags
 from dagster._core.instance.types import CachingDynamicPartitionsLoader
+from dagster._record import replace
 
 from batch_pipeline.errors import PipelineError
+from batch_pipeline.inputs.template import load_template
 from batch_pipeline.integration.assets import INVARIANT_CHECK
 from batch_pipeline.integration.names import SUBMISSION_TAG, PipelineNames
 from batch_pipeline.integration.resources import DataRootResource, GatewayResource
-from batch_pipeline.ledger.layout import DataLayout, partition_name
+from batch_pipeline.ledger.layout import DataLayout, is_table, partition_name
 from batch_pipeline.ledger.storage import DataPath, copy_into, is_local
 
 MESSAGE_CHARS = 500
@@ -139,19 +143,25 @@ class PipelineDriver:
     ) -> None:
         self.names = PipelineNames(pipeline)
         self.instance = instance
-        self.repo = defs.get_repository_def()
-        resources = dict(defs.resources or {})
-        gateway = resources.get(self.names.gateway_resource)
-        data = resources.get(self.names.data_resource)
+        self._defs = defs
+        self.resources = dict(defs.resources or {})
+        gateway = self.resources.get(self.names.gateway_resource)
+        data = self.resources.get(self.names.data_resource)
         if not isinstance(gateway, GatewayResource) or not isinstance(data, DataRootResource):
             raise PipelineError(f"{pipeline}: its gateway and data resources are missing")
-        if gateway_url:
-            resources[self.names.gateway_resource] = gateway.with_base_url(gateway_url)
-        if data_root:
-            resources[self.names.data_resource] = data.with_root(str(data_root))
-        self.resources = resources
+        self.override(gateway_url=gateway_url, data_root=data_root)
         self.logging = {"loggers": {"console": {"config": {"log_level": log_level}}}}
         self._cursors: dict[str, str | None] = {}
+
+    def override(self, *, gateway_url: str | None = None, data_root: str | None = None) -> None:
+        """Use another gateway URL or data root from now on (the two settings the command line
+        may override), in sensor ticks and runs alike."""
+        if gateway_url:
+            self.resources[self.names.gateway_resource] = self.gateway.with_base_url(gateway_url)
+        if data_root:
+            self.resources[self.names.data_resource] = self.data.with_root(str(data_root))
+        # the code location as a run worker loads it, with the overrides
+        self.repo = replace(self._defs, resources=self.resources).get_repository_def()
 
     @property
     def data(self) -> DataRootResource:
@@ -178,14 +188,18 @@ class PipelineDriver:
         if new:
             self.instance.add_dynamic_partitions(pdef, new)
 
-    def place(self, path: Path) -> str:
-        """Copy an input into the inbox (unless it is there) and return its partition name."""
-        if not path.is_file():
+    def place(self, path: Path, template: Path | None = None) -> str:
+        """Copy an input (a file, or a table's folder) into the inbox unless it is there, with
+        `template` as the table's own template beside it; returns its partition name."""
+        if not (path.is_file() or (is_table(path) and path.is_dir())):
             raise PipelineError(f"{path}: no such file")
         name = partition_name(path.name)
         target = self.layout.inbox / path.name
         if not is_local(target) or path.resolve() != Path(target).resolve():
             copy_into(path, target)
+        if template is not None and is_table(path):
+            load_template(template)  # a template that cannot be used stops here, in one line
+            copy_into(template, self.layout.template_file(name))
         return name
 
     # --------------------------------------------------------------------------------- runs
@@ -199,17 +213,30 @@ class PipelineDriver:
         tags: Mapping[str, str] | None = None,
     ) -> RunOutcome:
         """Execute one run of a job of the instance in this process; never raises for a run
-        that fails (the outcome says why)."""
+        that fails (the outcome says why).
+
+        The run is executed as a run worker executes it: the job taken from the code location
+        (so a step sees the repository, e.g. to load an upstream asset through its IO manager),
+        which Dagster's public `execute_in_process` does not offer."""
         if partition is not None:
             self.ensure_partitions([partition])
+        config = {**self.logging, **(run_config or {})}
         job = self.repo.get_job(job_name)
-        result = job.execute_in_process(
-            run_config={**self.logging, **(run_config or {})},
-            instance=self.instance,
+        run_tags = merge_run_tags(
+            job_def=job,
             partition_key=partition,
-            tags=dict(tags or {}),
-            resources=self.resources,
+            tags=tags,
+            asset_selection=None,
+            instance=self.instance,
+            run_config=config,
+        )
+        result = core_execute_in_process(
+            run_config=config,
+            job=RepoBackedJob(job_name, self.repo),
+            instance=self.instance,
+            output_capturing_enabled=False,
             raise_on_error=False,
+            run_tags=run_tags,
         )
         return self.outcome(result.run_id)
 
@@ -326,14 +353,16 @@ class PipelineDriver:
         files: Iterable[Path],
         *,
         batch_input: Mapping[str, Any] | None = None,
+        template: Path | None = None,
         poll_interval: float = 1.0,
         timeout: float = 24 * 3600.0,
         progress: Callable[[str], None] = print,
     ) -> RunSummary:
-        """Submit `files`, then tick the status sensor (executing what it requests) until each
-        file's latest submission was collected; a summary of every file."""
+        """Submit `files` (tables with `template`, if given), then tick the status sensor
+        (executing what it requests) until each file's latest submission was collected; a
+        summary of every file."""
         started = time.monotonic()
-        names = [self.place(Path(f)) for f in files]
+        names = [self.place(Path(f), template) for f in files]
         self.ensure_partitions(names)
         outcomes: dict[str, FileOutcome] = {}
         waiting: list[str] = []

@@ -248,8 +248,7 @@ def test_gateway_restart_in_the_middle_of_the_batches(
             later.start()
         else:
             started["emulator"] = emulator_factory(**timing, port=0)
-            gateway = drive.names.gateway_resource
-            drive.resources[gateway] = drive.gateway.with_base_url(started["emulator"].base_url)
+            drive.override(gateway_url=started["emulator"].base_url)
 
     try:
         outcome = poll_and_collect(drive, NAMES, between_ticks=restart)
