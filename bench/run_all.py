@@ -6,7 +6,7 @@ itself fails (an exception, a wrong row count). Usage:
 
     python bench/run_all.py                 # make bench: the full sizes (several minutes)
     python bench/run_all.py --quick         # make bench-quick: small sizes, a CI smoke run
-    python bench/run_all.py poll e2e        # only some of: inputs results poll e2e store
+    python bench/run_all.py poll e2e        # only some of: inputs tables results poll e2e store
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 # In the order of the pipeline: what each script measures.
 BENCHMARKS = {
     "inputs": ("bench_inputs.py", "input validation and sharding vs a bare JSON-parse floor"),
+    "tables": ("bench_tables.py", "a Parquet table + template to shards vs a read + dumps floor"),
     "results": ("bench_results.py", "result files to Parquet vs pandas baseline and pyarrow floor"),
     "poll": ("bench_poll.py", "a status sweep over 1,000 in-flight batches vs sequential"),
     "e2e": ("bench_e2e.py", "100,000 requests from file drop to Parquet on the emulator"),

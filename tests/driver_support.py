@@ -133,8 +133,10 @@ def poll_and_collect(
 
 
 def run(drive: PipelineDriver, data_root: Path, names: Iterable[str], **kwargs: Any) -> RunSummary:
-    """`batch-pipeline run` over inbox files of the given names (globs allowed)."""
-    files = sorted(p for n in names for p in (data_root / "inbox").glob(f"{n}.jsonl*"))
+    """`batch-pipeline run` over inbox inputs (JSONL files, tables) of the given names (globs
+    allowed)."""
+    inbox = data_root / "inbox"
+    files = sorted(p for n in names for x in (".jsonl*", ".parquet") for p in inbox.glob(n + x))
     kwargs.setdefault("timeout", 60.0)  # a stuck run fails the test instead of hanging it
     kwargs.setdefault("poll_interval", 0.1)
     kwargs.setdefault("progress", lambda _: None)

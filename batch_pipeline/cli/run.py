@@ -17,7 +17,16 @@ from batch_pipeline.cli import add_pipeline_arguments
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "files", nargs="+", metavar="INPUT", help="input JSONL files (.jsonl, .jsonl.gz)"
+        "files",
+        nargs="+",
+        metavar="INPUT",
+        help="input JSONL files (.jsonl, .jsonl.gz), or tables (.parquet file or folder)",
+    )
+    parser.add_argument(
+        "--template",
+        type=Path,
+        metavar="FILE",
+        help="the request template (YAML) the tables' rows take (default: the pipeline's)",
     )
     add_pipeline_arguments(parser)
     parser.add_argument(
@@ -53,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         summary = driver.run(
             [Path(f) for f in args.files],
             batch_input=batch_input_config(args),
+            template=args.template,
             poll_interval=args.poll_interval,
             timeout=args.timeout,
         )

@@ -1,4 +1,5 @@
-"""Check input files without submitting anything: every problem as `FILE:LINE: field: reason`.
+"""Check inputs without submitting anything: every problem as `FILE:LINE: field: reason` (a
+table's as `TABLE: row N (key): reason`).
 
 Prints each problem on its own line, then one summary line per file. Exit status: 0 when every
 file is valid, 1 when any file has a problem (a missing or unreadable file counts as a problem:
@@ -18,7 +19,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "exit status: 0 all files valid, 1 any file invalid or unreadable, 2 usage error"
     )
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help=".jsonl or .jsonl.gz")
+    parser.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        metavar="INPUT",
+        help=".jsonl or .jsonl.gz, or a .parquet file or folder with --template",
+    )
+    parser.add_argument(
+        "--template",
+        type=Path,
+        metavar="FILE",
+        help="the request template (YAML) that turns each row of a table into a request "
+        "(default: the table's own NAME.template.yaml beside it)",
+    )
     parser.add_argument(
         "--default-provider",
         metavar="PROVIDER",
@@ -47,9 +61,17 @@ def run(args: argparse.Namespace) -> int:
     """Validate each file in turn; the exit status says whether all were valid."""
     from pydantic import ValidationError
 
+    from batch_pipeline.errors import BatchPipelineError
     from batch_pipeline.inputs.models import InputOptions
-    from batch_pipeline.inputs.prepare import validate_file
-    from batch_pipeline.ledger.layout import LayoutError, partition_name
+    from batch_pipeline.inputs.prepare import validate_file, validate_table
+    from batch_pipeline.inputs.template import load_template
+    from batch_pipeline.ledger.layout import (
+        TABLE_SUFFIX,
+        TEMPLATE_SUFFIX,
+        LayoutError,
+        is_table,
+        partition_name,
+    )
 
     try:
         options = InputOptions(
@@ -62,11 +84,18 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    template = load_template(args.template) if args.template else None
     all_valid = True
     for path in args.files:
-        if not path.is_file():
+        table = is_table(path)
+        if not (path.is_file() or (table and path.is_dir())):
             reason = "is a directory, not a file" if path.is_dir() else "no such file"
             print(f"{path}: {reason}")
+            all_valid = False
+            continue
+        sidecar = path.with_name(path.name.removesuffix(TABLE_SUFFIX) + TEMPLATE_SUFFIX)
+        if table and template is None and not sidecar.is_file():
+            print(f"{path}: a table needs --template FILE or {sidecar.name} beside it")
             all_valid = False
             continue
         try:
@@ -75,7 +104,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"{path}: {exc}")
             all_valid = False
         try:
-            report = validate_file(path, options)
+            if table:
+                chosen = template or load_template(sidecar)
+                report = validate_table(path, chosen, options)
+            else:
+                report = validate_file(path, options)
+        except BatchPipelineError as exc:  # a template naming columns the table lacks, ...
+            print(exc)
+            all_valid = False
+            continue
         except OSError as exc:
             print(f"{path}: cannot read ({exc.strerror or exc})")
             all_valid = False

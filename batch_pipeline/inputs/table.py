@@ -12,16 +12,18 @@ collect joins them to results and errors by row number. Memory stays bounded by 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from batch_pipeline.inputs.models import InputOptions, Problem
+from batch_pipeline.inputs.models import InputOptions
 from batch_pipeline.inputs.template import RequestTemplate, TemplateError, custom_id_of
-from batch_pipeline.ledger.storage import DataPath, is_local
+from batch_pipeline.ledger.storage import DataPath, atomic_write, is_local
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -31,6 +33,14 @@ KEYS_FILE = "keys.parquet"
 REQUESTS_FILE = "requests.jsonl"  # the rendered rows, in the work folder only
 ROW_LINE = "input_line"  # the row number column of keys.parquet, as in results and errors
 BATCH_ROWS = 8192  # rows read, rendered and written at a time
+# A table is read one record batch ahead, one file at a time: Arrow's defaults (16 batches,
+# 4 files ahead) hold hundreds of MB of a wide table for no gain, since rendering is the
+# bottleneck.
+SCAN_OPTIONS: dict[str, Any] = {
+    "batch_size": BATCH_ROWS,
+    "batch_readahead": 1,
+    "fragment_readahead": 1,
+}
 WRITE_BYTES = 4 << 20
 ROW_ERROR = "row_error"  # a requests-file line that stands for a row that did not render
 _DUPLICATE = re.compile(r"^custom_id: duplicate '[^']*', also used on line (\d+)$")
@@ -110,7 +120,7 @@ def render_table(
     with open(requests, "wb") as out, pq.ParquetWriter(keys, key_schema) as key_writer:
         pending: list[bytes] = []
         size = 0
-        for batch in table.to_batches(columns=template.columns(), batch_size=BATCH_ROWS):
+        for batch in table.to_batches(columns=template.columns(), **SCAN_OPTIONS):
             first = rendering.rows + 1
             for row in batch.to_pylist():
                 rendering.rows += 1
@@ -167,14 +177,6 @@ def row_reasons(sink: Any) -> Any:
     return reject
 
 
-def row_problem(problem: Problem) -> Problem:
-    """A problem of the requests file, told as a problem of the table's row."""
-    duplicate = _DUPLICATE.match(problem.short())
-    reason = f"the same key as row {duplicate.group(1)}" if duplicate else problem.reason
-    field_name = "key" if duplicate else problem.field
-    return problem.model_copy(update={"field": field_name, "reason": reason})
-
-
 def row_keys(keys: DataPath, columns: list[str], lines: list[int]) -> list[str]:
     """`column=value` text of the key `columns` of each of `lines` (rows), from keys.parquet."""
     import pyarrow.parquet as pq
@@ -186,6 +188,57 @@ def row_keys(keys: DataPath, columns: list[str], lines: list[int]) -> list[str]:
         row[ROW_LINE]: ", ".join(f"{n}={row[n]!r}" for n in columns) for row in table.to_pylist()
     }
     return [by_line.get(line, "?") for line in lines]
+
+
+def write_table(value: Any, target: DataPath) -> int:
+    """Write a table-like value as one Parquet file at `target`, atomically; its row count.
+
+    Takes what IO managers hand over: a pyarrow Table, RecordBatchReader or Dataset, a pandas
+    or polars DataFrame, a polars LazyFrame, or the path of a Parquet file or folder. Readers,
+    datasets and lazy frames are streamed a record batch at a time.
+    """
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    batches = _record_batches(value, pa, ds)
+    if batches is None:
+        raise TemplateError(
+            f"{target.name}: cannot make a table of a {type(value).__module__}."
+            f"{type(value).__qualname__} (a pyarrow Table or Dataset, a pandas or polars "
+            "DataFrame, or a Parquet path)"
+        )
+    schema, stream = batches
+    rows = 0
+    with atomic_write(target) as out, pq.ParquetWriter(out, schema) as writer:
+        for batch in stream:
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    return rows
+
+
+def _record_batches(value: Any, pa: Any, ds: Any) -> tuple[pa.Schema, Iterator[Any]] | None:
+    """The schema and record batches of a table-like value, or None for anything else."""
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    if isinstance(value, str | os.PathLike):
+        value = open_table(Path(value))
+    elif kind.startswith("pandas") and kind.endswith("DataFrame"):
+        value = pa.Table.from_pandas(value, preserve_index=False)
+    elif kind.startswith("polars") and kind.endswith("DataFrame"):
+        value = value.to_arrow()
+    elif kind.startswith("polars") and kind.endswith("LazyFrame"):
+        import polars as pl
+
+        schema = pl.DataFrame(schema=value.collect_schema()).to_arrow().schema
+        frames = value.collect_batches()
+        return schema, (b for f in frames for b in f.to_arrow().cast(schema).to_batches())
+    if isinstance(value, pa.Table):
+        return value.schema, iter(value.to_batches(max_chunksize=BATCH_ROWS))
+    if isinstance(value, pa.RecordBatchReader):
+        return value.schema, iter(value)
+    if isinstance(value, ds.Dataset):
+        return value.schema, value.to_batches(batch_size=BATCH_ROWS)
+    return None
 
 
 def _filesystem(source: DataPath) -> tuple[pa.fs.FileSystem, str]:

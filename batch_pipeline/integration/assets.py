@@ -138,10 +138,16 @@ def build_assets(
         tags={PIPELINE_TAG: settings.name},
     )
 
+    source = settings.source
     inbox = dg.AssetSpec(
         names.inbox,
-        description="Input files dropped into <data_root>/inbox/ (one partition each).",
-        kinds={"jsonl"},
+        description="Input files and tables in <data_root>/inbox/ (one partition each)"
+        + (f"; each materialization of {source} is written there as a table." if source else "."),
+        kinds={"jsonl", "parquet"},
+        # any input may come from any materialization of the source, whatever its partitions
+        deps=[dg.AssetDep(source.split("/"), partition_mapping=dg.AllPartitionMapping())]
+        if source
+        else [],
         **common,
     )
 

@@ -21,6 +21,7 @@ from batch_pipeline.integration.resources import DataRootResource, GatewayResour
 from batch_pipeline.integration.schedules import build_inbox_schedule
 from batch_pipeline.integration.sensors import build_inbox_sensor, build_status_sensor
 from batch_pipeline.integration.settings import PipelineSettings
+from batch_pipeline.integration.source import build_source_job, build_source_sensor
 
 
 def build_pipeline_defs(settings: PipelineSettings | Mapping[str, Any]) -> dg.Definitions:
@@ -39,14 +40,20 @@ def build_pipeline_defs(settings: PipelineSettings | Mapping[str, Any]) -> dg.De
     assets = build_assets(settings, names, partitions)
     checks = build_checks(settings, names, partitions)
     jobs = build_jobs(settings, names, partitions, assets)
+    sensors = [
+        build_inbox_sensor(settings, names, partitions, jobs),
+        build_status_sensor(settings, names, jobs),
+    ]
+    source_jobs = []
+    if settings.source:
+        source_job = build_source_job(settings, names)
+        source_jobs.append(source_job)
+        sensors.append(build_source_sensor(settings, names, source_job))
     return dg.Definitions(
         assets=assets.all,
         asset_checks=checks,
-        jobs=jobs.all,
-        sensors=[
-            build_inbox_sensor(settings, names, partitions, jobs),
-            build_status_sensor(settings, names, jobs),
-        ],
+        jobs=[*jobs.all, *source_jobs],
+        sensors=sensors,
         schedules=[build_inbox_schedule(settings, names, partitions, jobs)],
         resources={
             names.gateway_resource: GatewayResource.from_settings(settings.gateway),

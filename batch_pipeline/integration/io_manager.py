@@ -18,13 +18,17 @@ import dagster as dg
 
 from batch_pipeline.integration.resources import DataRootResource
 from batch_pipeline.ledger.layout import DataLayout
-from batch_pipeline.ledger.storage import DataPath, is_local
+from batch_pipeline.ledger.storage import DataPath, is_local, parquet_schema
 from batch_pipeline.operations.outcomes import outcomes_file
 from batch_pipeline.operations.retry import attempt_of
-from batch_pipeline.results.schema import ERRORS_SCHEMA, RESULTS_SCHEMA
+from batch_pipeline.results.schema import ERRORS_SCHEMA, OUTCOMES_SCHEMA, RESULTS_SCHEMA
 
 # What a downstream asset gets before anything was collected.
-_EMPTY = {"batch_results": RESULTS_SCHEMA, "batch_errors": ERRORS_SCHEMA}
+_EMPTY = {
+    "batch_results": RESULTS_SCHEMA,
+    "batch_errors": ERRORS_SCHEMA,
+    "batch_outcomes": OUTCOMES_SCHEMA,
+}
 
 
 class BatchTablesIOManager(dg.ConfigurableIOManager):
@@ -44,24 +48,28 @@ class BatchTablesIOManager(dg.ConfigurableIOManager):
         layout = self.data.layout()
         table = key.path[-1]
         names = context.asset_partition_keys if context.has_asset_partitions else []
-        files, folder = _files(layout, table, names)
-        return _as(context.dagster_type.typing_type, files, folder, _EMPTY.get(table))
+        files, folder, column = _files(layout, table, names)
+        return _as(context.dagster_type.typing_type, files, folder, column, _EMPTY[table])
 
 
-def _files(layout: DataLayout, table: str, names: Sequence[str]) -> tuple[list[DataPath], DataPath]:
-    """The Parquet files of `table` for these partitions that exist, and their hive folder."""
+def _files(
+    layout: DataLayout, table: str, names: Sequence[str]
+) -> tuple[list[DataPath], DataPath, str]:
+    """The Parquet files of `table` for these partitions that exist, their hive folder, and the
+    column the folder names."""
     if table == "batch_outcomes":
         originals = dict.fromkeys(attempt_of(n)[0] for n in names)
         paths = [outcomes_file(layout, o) for o in originals]
-        return [p for p in paths if p.exists()], layout.root / "outcomes"
+        return [p for p in paths if p.exists()], layout.root / "outcomes", "original_file"
     file_of = layout.results_file if table == "batch_results" else layout.errors_file
     folder = layout.root / ("results" if table == "batch_results" else "errors")
-    return [p for n in names if (p := file_of(n)).exists()], folder
+    return [p for n in names if (p := file_of(n)).exists()], folder, "input_file"
 
 
-def _as(kind: Any, files: list[DataPath], folder: DataPath, empty: Any) -> Any:
-    """The files as the annotation `kind` asks (a pyarrow Table when there is none); `empty`
-    is the schema when there is no file yet."""
+def _as(kind: Any, files: list[DataPath], folder: DataPath, column: str, empty: Any) -> Any:
+    """The files as the annotation `kind` asks (a pyarrow Table when there is none), each row
+    keeping its partition in `column`; `empty` is the schema when there is no file yet."""
+    import pyarrow as pa
     import pyarrow.dataset as ds
 
     if is_local(folder):
@@ -70,9 +78,13 @@ def _as(kind: Any, files: list[DataPath], folder: DataPath, empty: Any) -> Any:
     else:
         source = [str(f).split("://", 1)[1] for f in files]
         filesystem, base = folder.fs, folder.path
+    # partitions of different templates have different key and answer columns: take them all
+    schema = pa.unify_schemas([parquet_schema(f) for f in files]) if files else empty
+    if schema is not None and column not in schema.names:
+        schema = schema.append(pa.field(column, pa.string()))
     dataset = ds.dataset(
         source,
-        schema=empty if not files else None,
+        schema=schema,
         format="parquet",
         filesystem=filesystem,
         partitioning=ds.partitioning(flavor="hive"),

@@ -78,6 +78,10 @@ class PipelineNames:
         return self._name("cancel")
 
     @property
+    def source_job(self) -> str:
+        return self._name("source")
+
+    @property
     def alerts_op(self) -> str:
         return self._name("judge_batches")
 
@@ -88,6 +92,14 @@ class PipelineNames:
     @property
     def cancel_op(self) -> str:
         return self._name("cancel_batches")
+
+    @property
+    def source_op(self) -> str:
+        return self._name("write_source_table")
+
+    @property
+    def source_sensor(self) -> str:
+        return self._name("source_sensor")
 
     @property
     def inbox_sensor(self) -> str:

@@ -38,7 +38,7 @@ TICK_RETRY_SECONDS, TICK_READ_TIMEOUT = 5.0, 10.0
 INBOX_PAGE = 1000
 MAX_TOLD = 500  # refusals remembered so each is logged once
 PROBLEMS_LOGGED = 20
-_RUNNING = {True: dg.DefaultSensorStatus.RUNNING, False: dg.DefaultSensorStatus.STOPPED}
+SENSOR_STATUS = {True: dg.DefaultSensorStatus.RUNNING, False: dg.DefaultSensorStatus.STOPPED}
 
 
 def build_inbox_sensor(
@@ -54,7 +54,7 @@ def build_inbox_sensor(
         name=names.inbox_sensor,
         job=jobs.submit,
         minimum_interval_seconds=settings.sensors.inbox.interval_seconds,
-        default_status=_RUNNING[settings.sensors.inbox.running],
+        default_status=SENSOR_STATUS[settings.sensors.inbox.running],
         required_resource_keys={data_key},
         description="New files in <data_root>/inbox/ become partitions and get a submit run "
         "(stopped by default: submitting costs money).",
@@ -144,7 +144,7 @@ def build_status_sensor(
         name=names.status_sensor,
         jobs=[jobs.collect, jobs.submit, jobs.alerts],
         minimum_interval_seconds=settings.sensors.status.interval_seconds,
-        default_status=_RUNNING[settings.sensors.status.running],
+        default_status=SENSOR_STATUS[settings.sensors.status.running],
         required_resource_keys={data_key, gateway_key},
         description="Polls in-flight batches (bounded per tick, round-robin), reports their "
         "progress as observations, requests one collect run per file once all its batches "

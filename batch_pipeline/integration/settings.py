@@ -146,10 +146,12 @@ class SensorSettings(_Section):
 
 class SensorsSettings(_Section):
     """The inbox sensor (new files -> submit runs; stopped by default, since submitting costs
-    money) and the status sensor (polls batches -> collect runs; running by default)."""
+    money), the status sensor (polls batches -> collect runs; running by default) and, with a
+    `source`, the source sensor (its materializations -> inbox tables; running by default)."""
 
     inbox: SensorSettings = SensorSettings(interval_seconds=30, running=False)
     status: SensorSettings = SensorSettings(interval_seconds=30, running=True)
+    source: SensorSettings = SensorSettings(interval_seconds=30, running=True)
     max_polls_per_tick: int = Field(
         default=500, description="Batches the status sensor retrieves per tick"
     )
@@ -208,6 +210,11 @@ class PipelineSettings(_Section):
     template_file: str | None = Field(
         default=None, description="The same, as a YAML file (read when a table is prepared)"
     )
+    source: str | None = Field(
+        default=None,
+        description="An upstream asset key (`a/b`): each of its materializations is loaded "
+        "through its IO manager and becomes a table in the inbox (needs a template)",
+    )
     gateway: GatewaySettings = GatewaySettings()
     inputs: InputSettings = InputSettings()
     submit: SubmitSettings = SubmitSettings()
@@ -238,6 +245,11 @@ class PipelineSettings(_Section):
     def _checked(self) -> PipelineSettings:
         if self.template is not None and self.template_file is not None:
             raise ValueError("give template or template_file, not both")
+        if self.source is not None:
+            if not all(self.source.split("/")):
+                raise ValueError(f"source: {self.source!r} is not an asset key like a/b")
+            if self.template is None and self.template_file is None:
+                raise ValueError("source: its rows need a template (template or template_file)")
         for key in [*self.prices, *self.submit.max_enqueued_tokens]:
             provider, sep, model = key.partition("/")
             if not sep or not model or provider not in PROVIDERS:

@@ -151,9 +151,28 @@ def local_copy(path: DataPath) -> Iterator[Path]:
 
 
 def copy_into(source: Path, target: DataPath) -> None:
-    """Copy a local file to `target` atomically (the source stays)."""
+    """Copy a local file to `target` atomically (the source stays); a folder (a table's) file by
+    file, into a hidden folder renamed into place on disk, or object by object on S3."""
+    if source.is_dir():
+        _copy_folder(source, target)
+        return
     with atomic_write(target) as out, open(source, "rb") as data:
         shutil.copyfileobj(data, out, 1 << 20)
+
+
+def _copy_folder(source: Path, target: DataPath) -> None:
+    if not is_local(target):
+        for path in sorted(p for p in source.rglob("*") if p.is_file()):
+            copy_into(path, target / path.relative_to(source).as_posix())
+        return
+    staging = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        shutil.copytree(source, staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def modified_at(path: Path) -> float:

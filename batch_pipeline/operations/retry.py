@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from batch_pipeline.errors import BatchPipelineError
-from batch_pipeline.ledger.layout import DataLayout
+from batch_pipeline.ledger.layout import TABLE_SUFFIX, DataLayout, is_table
 from batch_pipeline.ledger.storage import DataPath, atomic_write, read_parquet
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -66,10 +66,20 @@ def write_retry_wave(
             "failed (raise max_retry_attempts to go on)"
         )
     wave = f"{original}.retry-{attempt}"
+    source = layout.input_file(name)
+    if is_table(source):
+        target = layout.inbox / f"{wave}{TABLE_SUFFIX}"
+        if not target.exists():
+            _write_table_rows(source, lines, target)
+            sidecar = layout.template_file(name)
+            if sidecar.exists():  # the wave's rows take the same template
+                with atomic_write(layout.template_file(wave)) as out:
+                    out.write(sidecar.read_bytes())
+            return RetryWave(target, wave, attempt + 1, len(lines), created=True)
+        return RetryWave(target, wave, attempt + 1, len(lines), created=False)
     target = layout.inbox / f"{wave}.jsonl"
     if target.exists():
         return RetryWave(target, wave, attempt + 1, len(lines), created=False)
-    source = layout.input_file(name)
     with source.open("rb") as raw_in, atomic_write(target) as out:
         compressed = raw_in.read(2) == GZIP_MAGIC  # by content, as the input layer reads it
         raw_in.seek(0)
@@ -78,3 +88,20 @@ def write_retry_wave(
             if number in lines:
                 out.write(raw if raw.endswith(b"\n") else raw + b"\n")
     return RetryWave(target, wave, attempt + 1, len(lines), created=True)
+
+
+def _write_table_rows(source: DataPath, rows: set[int], target: DataPath) -> None:
+    """The table's rows whose (1-based) numbers are in `rows`, in order, as one Parquet file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from batch_pipeline.inputs.table import open_table
+
+    table = open_table(source)
+    with atomic_write(target) as out, pq.ParquetWriter(out, table.schema) as writer:
+        first = 1
+        for batch in table.to_batches():
+            wanted = [i for i in range(batch.num_rows) if first + i in rows]
+            if wanted:
+                writer.write_batch(batch.take(pa.array(wanted, type=pa.int64())))
+            first += batch.num_rows

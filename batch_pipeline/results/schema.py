@@ -1,4 +1,4 @@
-"""The two Parquet tables every collect writes (DESIGN.md "Parquet schemas"), in one place."""
+"""The Parquet tables every collect writes (DESIGN.md "Parquet schemas"), in one place."""
 
 from __future__ import annotations
 
@@ -64,6 +64,23 @@ ERRORS_SCHEMA = pa.schema(
         pa.field("retryable", pa.bool_()),
         pa.field("raw", pa.string()),
         *PARTITION_FIELDS,
+    ]
+)
+
+# The outcomes view (operations/outcomes.py): one row per request of an original file, its final
+# outcome across attempts; a table input's key and answer columns follow these.
+OUTCOMES_SCHEMA = pa.schema(
+    [
+        pa.field("original_file", pa.string()),
+        pa.field("custom_id", pa.string()),
+        pa.field("outcome", pa.string()),  # succeeded or failed
+        pa.field("attempt", pa.int32()),
+        pa.field("input_file", pa.string()),
+        *(RESULTS_SCHEMA.field(n) for n in ("input_line", "batch_id", "provider", "model")),
+        *(ERRORS_SCHEMA.field(n) for n in ("status_code", "stage", "error_code")),
+        *(ERRORS_SCHEMA.field(n) for n in ("error_message", "retryable")),
+        *(RESULTS_SCHEMA.field(n) for n in ("output_text", "finish_reason", "total_tokens")),
+        pa.field("collected_at", COLLECTED_AT_TYPE),
     ]
 )
 

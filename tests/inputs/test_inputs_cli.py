@@ -94,7 +94,7 @@ def test_default_provider_option(tmp_path: Path, capsys: pytest.CaptureFixture[s
     [
         (["--default-provider", "nosuch", "x.jsonl"], "unknown default provider 'nosuch'"),
         (["--max-problems", "-1", "x.jsonl"], "must be 0 or more"),
-        ([], "the following arguments are required: FILE"),
+        ([], "the following arguments are required: INPUT"),
     ],
 )
 def test_usage_errors_exit_2(

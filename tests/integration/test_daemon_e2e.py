@@ -17,6 +17,31 @@ from dagster_dev_support import REPO, DagsterDev, dagster_dev, user_project
 from pipeline_support import counters
 
 SAMPLES = REPO / "data" / "inbox"
+# The user's own downstream asset: one partition per input file, read through the instance's IO
+# manager as a DataFrame, materialized by the user's automation sensor when results land.
+DOWNSTREAM = """
+import dagster as dg
+import pandas as pd
+
+FILES = dg.DynamicPartitionsDefinition(name="e2e_input_files")
+
+
+@dg.asset(
+    ins={"rows": dg.AssetIn(key=["e2e", "batch_results"])},
+    partitions_def=FILES,
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def ticket_labels(rows: pd.DataFrame) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        metadata={"rows": len(rows), "type": type(rows).__name__, "files": ",".join(rows["input_file"].unique())}
+    )
+
+
+downstream = dg.AutomationConditionSensorDefinition(
+    "downstream", target=[ticket_labels], default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=1,
+)
+"""
 
 pytestmark = pytest.mark.slow
 
@@ -28,6 +53,7 @@ def dev(emulator, tmp_path: Path) -> Iterator[DagsterDev]:
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     (data / "inbox").mkdir(parents=True)
     project = user_project(tmp_path / "project", emulator.base_url, data)
+    (project / "their_project" / "defs" / "downstream.py").write_text(DOWNSTREAM)
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     # Even these small files are scanned on worker processes, inside the runs the daemon starts.
     env["BATCH_PIPELINE_INPUT_WORKERS"] = "2"
@@ -69,3 +95,19 @@ def test_daemon_runs_inbox_files_to_parquet(dev: DagsterDev, emulator, tmp_path:
         assert 1 in finished
         outcomes = instance.get_materialized_partitions(dg.AssetKey(["e2e", "batch_outcomes"]))
         assert outcomes == {"support_tickets", "claude_extraction"}
+
+    # the user's downstream asset got each file's rows as a DataFrame, through the daemon
+    def labelled() -> dict[str, dict[str, object]]:
+        with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+            found = instance.fetch_materializations(dg.AssetKey("ticket_labels"), limit=10)
+            return {
+                r.partition_key: {k: v.value for k, v in r.asset_materialization.metadata.items()}
+                for r in found.records
+                if r.partition_key and r.asset_materialization
+            }
+
+    dev.wait(lambda: len(labelled()) == 2, 180, "the downstream asset's two partitions")
+    assert labelled() == {
+        "support_tickets": {"rows": 37, "type": "DataFrame", "files": "support_tickets"},
+        "claude_extraction": {"rows": 23, "type": "DataFrame", "files": "claude_extraction"},
+    }

@@ -43,34 +43,51 @@ def test_samples_end_to_end(emulator, tmp_path: Path) -> None:
         "product_embeddings": (30, {}),
         "eval_responses": (19, {"request": 1}),
         "claude_extraction": (23, {"request": 2}),
+        # the tables: a null the template needs (row 7), an answer that is not JSON (row 21)
+        "product_reviews": (38, {"input": 1, "parse": 1}),
+        "catalog_texts": (25, {}),
     }
     assert {n: (f.results, f.errors_by_stage) for n, f in files.items()} == expected
 
     results = f"{tmp_path}/results/*/*.parquet"
     errors = f"{tmp_path}/errors/*/*.parquet"
+    # the tables' partitions add their key and answer columns: read by name
+    read = "hive_partitioning=true, union_by_name=true"
     per_file = duckdb.sql(
-        f"select input_file, count(*) from read_parquet('{results}', hive_partitioning=true) group by 1 order by 1"
+        f"select input_file, count(*) from read_parquet('{results}', {read}) group by 1 order by 1"
     ).fetchall()
     assert per_file == [
+        ("catalog_texts", 25),
         ("claude_extraction", 23),
         ("eval_responses", 19),
         ("product_embeddings", 30),
+        ("product_reviews", 38),
         ("support_tickets", 37),
     ]
-    # every input line exactly once across both tables
+    # every input line (or row) exactly once across both tables
     lines = duckdb.sql(
         f"""select input_file, count(*), count(distinct input_line), min(input_line), max(input_line) from (
-              select input_file, input_line from read_parquet('{results}', hive_partitioning=true)
+              select input_file, input_line from read_parquet('{results}', {read})
               union all
-              select input_file, input_line from read_parquet('{errors}', hive_partitioning=true))
+              select input_file, input_line from read_parquet('{errors}', {read}))
             group by 1 order by 1"""
     ).fetchall()
     assert lines == [
+        ("catalog_texts", 25, 25, 1, 25),
         ("claude_extraction", 25, 25, 1, 25),
         ("eval_responses", 20, 20, 1, 20),
         ("product_embeddings", 30, 30, 1, 30),
+        ("product_reviews", 40, 40, 1, 40),
         ("support_tickets", 40, 40, 1, 40),
     ]
+    # the review labels are typed columns beside the source's key and passthrough columns
+    labels = pl.read_parquet(f"{tmp_path}/results/input_file=product_reviews/*.parquet")
+    assert {c: str(labels.schema[c]) for c in ("review_id", "sentiment", "confidence")} == {
+        "review_id": "Int64",
+        "sentiment": "String",
+        "confidence": "Float64",
+    }
+    assert labels["sentiment"].is_in(["positive", "negative", "mixed"]).all()
     frame = pl.read_parquet(f"{tmp_path}/results/input_file=support_tickets/*.parquet")
     assert frame.filter(pl.col("custom_id") == "ticket-012")["finish_reason"].to_list() == [
         "length"
@@ -85,11 +102,11 @@ def test_samples_end_to_end(emulator, tmp_path: Path) -> None:
     assert err["status_code"].to_list() == [400, 400, 500]
     assert err["retryable"].to_list() == [False, False, True]
     dataset = ds.dataset(tmp_path / "results", format="parquet", partitioning="hive")
-    assert dataset.count_rows() == 109 and "input_file" in dataset.schema.names
-    assert len(ManifestStore(tmp_path / "batches").names()) == 4
+    assert dataset.count_rows() == 172 and "input_file" in dataset.schema.names
+    assert len(ManifestStore(tmp_path / "batches").names()) == 6
 
     before = counters(emulator.base_url)["batches_created"]
-    assert before == 4
+    assert before == 6
     again = _run(emulator, tmp_path, ["*"])  # a second run reuses every batch
     assert again.ok and counters(emulator.base_url)["batches_created"] == before
 

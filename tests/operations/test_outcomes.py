@@ -2,11 +2,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 from batch_pipeline.ledger.layout import DataLayout
 from batch_pipeline.operations.outcomes import build_outcomes
 from batch_pipeline.operations.retry import attempt_of
 from batch_pipeline.results import PartitionWriter
+from batch_pipeline.results.schema import OUTCOMES_SCHEMA
 
 
 def _write(layout: DataLayout, name: str, ok: list[str], failed: list[str]) -> None:
@@ -57,6 +59,9 @@ def test_latest_success_else_latest_error(tmp_path: Path) -> None:
         f"from read_parquet('{tmp_path}/outcomes/*/*.parquet', hive_partitioning=true) group by 1 order by 1"
     ).fetchall()
     assert hive == [("a", 3, 3), ("b", 1, 1)]
+    # the view's columns are the declared ones (what a reader gets before any collect, too)
+    schema = pq.read_schema(built.path)
+    assert [(f.name, f.type) for f in schema] == [(f.name, f.type) for f in OUTCOMES_SCHEMA]
 
 
 def test_an_attempt_with_only_one_table_written_is_left_out(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@ import gzip
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from batch_pipeline.ledger.layout import DataLayout
@@ -85,3 +87,26 @@ def test_a_gzip_file_named_jsonl_is_read_by_its_content(tmp_path: Path) -> None:
     (layout.inbox / "z.jsonl.gz").rename(layout.inbox / "z.jsonl")
     wave = write_retry_wave(layout, "z")
     assert wave is not None and wave.path.read_bytes() == b'{"custom_id":"r4"}\n'
+
+
+@pytest.mark.parametrize("folder", [False, True])
+def test_a_tables_retry_wave_holds_its_rows_and_template(tmp_path: Path, folder: bool) -> None:
+    layout = DataLayout.at(tmp_path)
+    layout.inbox.mkdir(parents=True)
+    rows = pa.table({"id": list(range(1, 21)), "part": ["x"] * 10 + ["y"] * 10})
+    source = layout.inbox / "t.parquet"
+    if folder:  # two hive partitions, read in a stable order
+        pq.write_to_dataset(rows, source, partition_cols=["part"])
+    else:
+        pq.write_table(rows, source, row_group_size=3)
+    layout.template_file("t").write_text("model: openai/gpt-4o-mini\n")
+    with PartitionWriter(
+        layout.results_file("t"), layout.errors_file("t"), collected_at=datetime.now(UTC)
+    ) as w:
+        for line in (2, 9, 13):
+            w.add_error(custom_id=f"k{line}", input_line=line, stage="expired", retryable=True)
+    wave = write_retry_wave(layout, "t")
+    assert wave is not None and wave.path == layout.inbox / "t.retry-1.parquet"
+    written = pq.read_table(wave.path)
+    assert written.column("id").to_pylist() == [2, 9, 13]
+    assert layout.template_file("t.retry-1").read_text() == "model: openai/gpt-4o-mini\n"
