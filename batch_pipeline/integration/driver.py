@@ -122,7 +122,7 @@ class RunSummary:
             f"done in {self.seconds:.1f}s; every input line accounted for: {'yes' if self.ok else 'NO'}",
             f"results: {root / 'results'}   errors: {root / 'errors'}",
             'read them: python -c "import duckdb; print(duckdb.sql(\\"select input_file, count(*) '
-            f"from read_parquet('{root}/results/*/*.parquet', hive_partitioning=true) "
+            f"from read_parquet('{root}/results/*/*.parquet', hive_partitioning=true, union_by_name=true) "
             'group by all\\"))"',
         ]
         return "\n".join(lines)
