@@ -1,7 +1,5 @@
 """`python -m batch_pipeline.cli`: the same as the `batch-pipeline` command."""
 
-import sys
+from batch_pipeline.cli import console
 
-from batch_pipeline.cli import main
-
-sys.exit(main())
+console()

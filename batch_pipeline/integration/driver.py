@@ -101,6 +101,7 @@ class RunSummary:
     data_dir: DataPath
     files: list[FileOutcome]
     seconds: float
+    waited: float = 0.0  # of `seconds`, asleep between status polls (waiting on the gateway)
 
     @property
     def ok(self) -> bool:
@@ -119,7 +120,8 @@ class RunSummary:
             )
         root = self.data_dir
         lines += [
-            f"done in {self.seconds:.1f}s; every input line accounted for: {'yes' if self.ok else 'NO'}",
+            f"done in {self.seconds:.1f}s ({self.waited:.0f}s of it waiting between status "
+            f"polls); every input line accounted for: {'yes' if self.ok else 'NO'}",
             f"results: {root / 'results'}   errors: {root / 'errors'}",
             'read them: python -c "import duckdb; print(duckdb.sql(\\"select input_file, count(*) '
             f"from read_parquet('{root}/results/*/*.parquet', hive_partitioning=true, union_by_name=true) "
@@ -375,6 +377,7 @@ class PipelineDriver:
                 outcomes[name] = FileOutcome(name, ok=False, message=submitted.message)
                 progress(f"{name}: not submitted: {submitted.message}")
         deadline = time.monotonic() + timeout
+        waited = 0.0
         while waiting:
             if time.monotonic() > deadline:
                 raise PipelineError(
@@ -391,8 +394,9 @@ class PipelineDriver:
                     outcomes[name] = self._file_outcome(name, collect)
             if waiting:
                 time.sleep(poll_interval)
+                waited += poll_interval
         return RunSummary(
-            self.layout.root, [outcomes[n] for n in names], time.monotonic() - started
+            self.layout.root, [outcomes[n] for n in names], time.monotonic() - started, waited
         )
 
     def submission(self, name: str) -> int | None:
