@@ -206,17 +206,19 @@ def list_names(
     after: str | None = None,
     limit: int | None = None,
     folders: bool = False,
+    prefix: str = "",
 ) -> list[tuple[str, float | None]]:
     """Sorted (name, mtime) of the files directly in `folder` (and, with `folders`, the folders)
-    whose name sorts after `after`, at most `limit` of them; on S3 one ListObjectsV2 page from
-    `after` (no full listing), where a folder (a common prefix) has no time: 0."""
+    whose name starts with `prefix` and sorts after `after`, at most `limit` of them; on S3 the
+    listing asks for that prefix only and pages from `after` (never a full listing), and a
+    folder (a common prefix) has no time: 0."""
     if is_local(folder):
         if not folder.is_dir():
             return []
         entries: list[tuple[str, float | None]] = []
         with os.scandir(folder) as scan:
             for entry in scan:
-                if after is not None and entry.name <= after:
+                if (after is not None and entry.name <= after) or not entry.name.startswith(prefix):
                     continue
                 try:
                     if entry.is_file() or entry.is_symlink() or (folders and entry.is_dir()):
@@ -225,24 +227,24 @@ def list_names(
                     entries.append((entry.name, None))
         entries.sort()
         return entries[:limit] if limit is not None else entries
-    bucket, prefix = _bucket_key(folder)
-    prefix = f"{prefix}/" if prefix else ""
+    bucket, key = _bucket_key(folder)
+    base = f"{key}/" if key else ""
     entries, token = [], None
     while True:
-        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": base + prefix, "Delimiter": "/"}
         params["MaxKeys"] = min(limit - len(entries), 1000) if limit is not None else 1000
         if token:
             params["ContinuationToken"] = token
         elif after is not None:
-            params["StartAfter"] = prefix + after
+            params["StartAfter"] = base + after
         page = folder.fs.call_s3("list_objects_v2", **params)
         for item in page.get("Contents", []):
-            name = item["Key"][len(prefix) :]
+            name = item["Key"][len(base) :]
             if name:
                 entries.append((name, item["LastModified"].timestamp()))
         if folders:
             for common in page.get("CommonPrefixes", []):
-                entries.append((common["Prefix"][len(prefix) :].rstrip("/"), 0.0))
+                entries.append((common["Prefix"][len(base) :].rstrip("/"), 0.0))
             entries.sort()
         token = page.get("NextContinuationToken")
         if not token or (limit is not None and len(entries) >= limit):

@@ -20,6 +20,7 @@ from batch_pipeline.ledger.layout import DataLayout, check_name
 from batch_pipeline.ledger.storage import (
     DataPath,
     is_local,
+    list_names,
     lock,
     parquet_schema,
     publish,
@@ -88,11 +89,10 @@ def _file_list(paths: Iterable[DataPath]) -> str:
 def attempts_of(layout: DataLayout, original: str) -> list[str]:
     """The collected partitions of an original file: itself and its retry waves whose results
     and errors are both written, in attempt order."""
-    results_root = layout.root / "results"
-    names = [
-        p.name.removeprefix("input_file=")
-        for p in results_root.glob(f"input_file={check_name(original)}*")
-    ]
+    listed = list_names(
+        layout.root / "results", folders=True, prefix=f"input_file={check_name(original)}"
+    )  # only this original's folders (and its name's extensions), never every file's
+    names = [name.removeprefix("input_file=") for name, _ in listed]
     mine = [n for n in names if attempt_of(n)[0] == original]
     return sorted(
         (n for n in mine if layout.results_file(n).exists() and layout.errors_file(n).exists()),

@@ -78,6 +78,16 @@ def test_list_names_pages_after_a_cursor(root) -> None:
     assert list_names(root / "missing") == []
 
 
+def test_list_names_asks_for_one_prefix(root) -> None:
+    """What an outcomes build lists: one original's folders, not every file's."""
+    for name in ("a", "a.retry-1", "ab", "b"):
+        with atomic_write(root / "results" / f"input_file={name}" / "part-0.parquet") as out:
+            out.write(b"x")
+    listed = list_names(root / "results", folders=True, prefix="input_file=a")
+    assert [n for n, _ in listed] == ["input_file=a", "input_file=a.retry-1", "input_file=ab"]
+    assert list_names(root / "results", folders=True, prefix="input_file=c") == []
+
+
 def test_parquet_and_local_copies_read_back(root) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
