@@ -6,7 +6,7 @@ itself fails (an exception, a wrong row count). Usage:
 
     python bench/run_all.py                 # make bench: the full sizes (several minutes)
     python bench/run_all.py --quick         # make bench-quick: small sizes, a CI smoke run
-    python bench/run_all.py poll e2e        # only some of: inputs tables results poll e2e store curator
+    python bench/run_all.py poll e2e        # only some of: inputs tables results poll e2e store daemon curator
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ BENCHMARKS = {
     "poll": ("bench_poll.py", "a status sweep over 1,000 in-flight batches vs sequential"),
     "e2e": ("bench_e2e.py", "100,000 requests from file drop to Parquet on the emulator"),
     "store": ("bench_store.py", "manifests a status tick reads, local disk and S3 (moto)"),
+    "daemon": (
+        "bench_daemon.py",
+        "inbox to Parquet under the real Dagster daemon, one file and a burst",
+    ),
     "curator": ("bench_curator.py", "batch-pipeline run vs bespokelabs-curator, side by side"),
 }
 # How the scripts mark a goal's verdict at the end of a line.

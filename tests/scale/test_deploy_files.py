@@ -316,6 +316,16 @@ def test_helm_and_instance_yaml_agree_on_pools_retries_and_monitoring(values, in
     assert monitoring.items() <= instance["run_monitoring"].items()
 
 
+def test_helm_and_instance_yaml_agree_on_the_run_queue(values, instance) -> None:
+    """Both bound the run workers alive at once and start queued runs without serial waits."""
+    config = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    queued = {_snake(key): value for key, value in config.items()}
+    runs = queued.pop("max_concurrent_runs")
+    assert runs == instance["concurrency"]["runs"]["max_concurrent_runs"]
+    assert queued == instance["run_coordinator"]["config"]
+    assert values["computeLogManager"]["type"] == instance["compute_logs"]["class"]
+
+
 def test_deploy_readme_names_the_pool_the_assets_use() -> None:
     readme = (DEPLOY / "README.md").read_text()
     assert f"dagster instance concurrency set {POOL}" in readme
