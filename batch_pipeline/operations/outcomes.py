@@ -34,29 +34,41 @@ if TYPE_CHECKING:
 
 MEMORY_LIMIT = "256MB"
 
+# Which row wins is decided on a narrow read (the key, the attempt and where the row sits);
+# only the winners' wide rows are then read: ranking whole rows would sort every output text
+# through the memory limit. (input_file, input_line) names one row: each input line of an
+# attempt is in exactly one of its results or errors.
 _QUERY = """
 copy (
-  select * exclude (rank) from (
-    select *, row_number() over (
-        partition by coalesce(custom_id, '#' || input_file || ':' || input_line::varchar)
-        order by outcome = 'succeeded' desc, attempt desc, input_file desc) as rank
-    from (
-      select coalesce(original_file, {original}) as original_file, custom_id, 'succeeded' as outcome,
-             coalesce(attempt, 1) as attempt, input_file, input_line, batch_id, provider, model,
-             status_code, null::varchar as stage, null::varchar as error_code,
-             null::varchar as error_message, null::boolean as retryable, output_text,
-             finish_reason, total_tokens, collected_at{results_extra}
-      from read_parquet({results}, hive_partitioning = true, union_by_name = true)
-      union all by name
-      select coalesce(original_file, {original}) as original_file, custom_id, 'failed' as outcome,
-             coalesce(attempt, 1) as attempt, input_file, input_line, batch_id, provider,
-             null::varchar as model, status_code, stage, error_code, error_message, retryable,
-             null::varchar as output_text, null::varchar as finish_reason,
-             null::bigint as total_tokens, collected_at{errors_extra}
-      from read_parquet({errors}, hive_partitioning = true, union_by_name = true)
-    )
-  ) where rank = 1
-  order by custom_id
+  with winners as (
+    select input_file, input_line from (
+      select input_file, input_line, row_number() over (
+          partition by coalesce(custom_id, '#' || input_file || ':' || input_line::varchar)
+          order by succeeded desc, coalesce(attempt, 1) desc, input_file desc) as rank
+      from (
+        select custom_id, attempt, input_file, input_line, true as succeeded
+        from read_parquet({results}, hive_partitioning = true, union_by_name = true)
+        union all
+        select custom_id, attempt, input_file, input_line, false as succeeded
+        from read_parquet({errors}, hive_partitioning = true, union_by_name = true)
+      )
+    ) where rank = 1
+  )
+  select * from (
+    select coalesce(original_file, {original}) as original_file, custom_id, 'succeeded' as outcome,
+           coalesce(attempt, 1) as attempt, input_file, input_line, batch_id, provider, model,
+           status_code, null::varchar as stage, null::varchar as error_code,
+           null::varchar as error_message, null::boolean as retryable, output_text,
+           finish_reason, total_tokens, collected_at{results_extra}
+    from read_parquet({results}, hive_partitioning = true, union_by_name = true)
+    union all by name
+    select coalesce(original_file, {original}) as original_file, custom_id, 'failed' as outcome,
+           coalesce(attempt, 1) as attempt, input_file, input_line, batch_id, provider,
+           null::varchar as model, status_code, stage, error_code, error_message, retryable,
+           null::varchar as output_text, null::varchar as finish_reason,
+           null::bigint as total_tokens, collected_at{errors_extra}
+    from read_parquet({errors}, hive_partitioning = true, union_by_name = true)
+  ) semi join winners using (input_file, input_line)
 ) to {target} (format parquet)
 """
 
