@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
+from typing import Any
 
 
 def machine() -> str:
@@ -24,3 +26,21 @@ def machine() -> str:
 
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
+
+
+def fast_emulator(state_dir: Path) -> Any:
+    """The emulator at its maximum speed on a free port (an EmbeddedEmulator to start with
+    `with`): no validation or finalizing delay, unbounded requests per second, short ticks."""
+    from batch_pipeline.emulator import EmbeddedEmulator, EmulatorConfig
+
+    return EmbeddedEmulator(
+        EmulatorConfig(
+            port=0,
+            state_dir=state_dir,
+            validation_delay=0.0,
+            finalizing_delay=0.0,
+            requests_per_second=1e12,
+            tick_interval=0.01,
+            chunk_size=10_000,
+        )
+    )

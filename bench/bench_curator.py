@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import machine, verdict
+from bench_common import fast_emulator, machine, verdict
 
 BENCH_DIR = Path(__file__).resolve().parent
 CURATOR = "bespokelabs-curator==0.1.31"
@@ -81,20 +81,9 @@ def one_run(tool: str, n: int, inputs: dict[str, Path], python: Path, work: Path
     """One run of `tool` on a fresh emulator; its figures and the emulator's HTTP call count."""
     import httpx
 
-    from batch_pipeline.emulator import EmbeddedEmulator, EmulatorConfig
-
     folder = Path(tempfile.mkdtemp(prefix=f"{tool}-", dir=work))
-    config = EmulatorConfig(
-        port=0,
-        state_dir=folder / "emulator",
-        validation_delay=0.0,
-        finalizing_delay=0.0,
-        requests_per_second=1e12,
-        tick_interval=0.01,
-        chunk_size=10_000,
-    )
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "BIFROST_API_KEY")}
-    with EmbeddedEmulator(config) as emulator:
+    with fast_emulator(folder / "emulator") as emulator:
         if tool == "ours":
             command = [sys.executable, "-m", "batch_pipeline.cli", "run", str(inputs["ours"])]
             command += ["--gateway", emulator.base_url, "--data-dir", str(folder / "data")]

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import yaml
-from bench_common import machine, verdict
+from bench_common import fast_emulator, machine, verdict
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the end-to-end tests' project and `dagster dev` runner
@@ -140,8 +140,6 @@ def main() -> int:
     args = parser.parse_args()
     burst = 5 if args.quick else args.burst
 
-    from batch_pipeline.emulator import EmbeddedEmulator, EmulatorConfig
-
     work = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
     home, data = work / "dagster_home", work / "data"
     home.mkdir()
@@ -149,19 +147,11 @@ def main() -> int:
     settings = instance_yaml()
     (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
     runs_at_once = settings["concurrency"]["runs"]["max_concurrent_runs"]
-    config = EmulatorConfig(
-        port=0,
-        state_dir=work / "emulator",
-        validation_delay=0.0,
-        finalizing_delay=0.0,
-        requests_per_second=1e12,
-        tick_interval=0.01,
-    )
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     env.pop("BIFROST_API_KEY", None)
     peaks: dict = {"processes": 0, "rss": 0.0, "commands": []}
     try:
-        with EmbeddedEmulator(config) as emulator:
+        with fast_emulator(work / "emulator") as emulator:
             project = user_project(work / "project", emulator.base_url, data)
             with dagster_dev(env, work / "dagster-dev.log", project) as dev:
                 dev.wait(dev.location_loaded, 180, "the code location to load")

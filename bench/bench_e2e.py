@@ -34,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench_common import machine, verdict
+from bench_common import fast_emulator, machine, verdict
 
 MODEL = "openai/gpt-4o-mini"
 FAILURES = ("[[fail:400]]", "[[fail:429]]", "[[fail:500]]")
@@ -298,22 +298,11 @@ def main() -> int:
         _child(args.child, args.profile)
         return 0
 
-    from batch_pipeline.emulator import EmbeddedEmulator, EmulatorConfig
-
     sizes = [args.requests] if args.requests else [SMALL] if args.quick else [SMALL, LARGE]
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
-    config = EmulatorConfig(
-        port=0,
-        state_dir=work / "emulator",
-        validation_delay=0.0,
-        finalizing_delay=0.0,
-        requests_per_second=1e12,
-        tick_interval=0.01,
-        chunk_size=10_000,
-    )
     figures = {}
     try:
-        with EmbeddedEmulator(config) as emulator:
+        with fast_emulator(work / "emulator") as emulator:
             for requests in sizes:
                 path = work / f"e2e_{requests}.jsonl"
                 generate(path, requests, args.seed)

@@ -27,34 +27,8 @@ import time
 from pathlib import Path
 
 from bench_common import machine, verdict
+from bench_inputs import WORDS
 
-WORDS = [
-    "review",
-    "product",
-    "quality",
-    "shipping",
-    "price",
-    "great",
-    "poor",
-    "excellent",
-    "broken",
-    "refund",
-    "works",
-    "well",
-    "battery",
-    "screen",
-    "size",
-    "color",
-    "fast",
-    "slow",
-    "support",
-    "friendly",
-    "rude",
-    "package",
-    "arrived",
-    "late",
-    "early",
-]
 MODEL = "openai/gpt-4o-mini"
 TEMPLATE = {
     "model": MODEL,
