@@ -1,8 +1,11 @@
 """What we know about each provider behind Bifrost's batch API, in one table.
 
-Inputs (sharding limits, custom_id rules), the gateway (submit mode, results source) and the
-pipeline (retention alerts) all read these facts from here so they cannot drift apart.
-Sources: ../shared/spec/BIFROST-NOTES.md sections 3.1, 4, 5 and 7.
+Inputs (sharding limits, custom_id rules, endpoints, native bodies), the gateway (submit mode,
+results source) and the pipeline (retention alerts) all read these facts from here so they
+cannot drift apart. Sources: ../shared/spec/BIFROST-NOTES.md sections 3.1, 4, 5 and 7, and
+Bifrost's provider code (core/providers/{gemini,bedrock,vertex,azure}), summarized in
+docs/emulator.md. `ProviderOptions` holds what an instance must tell some providers (where
+Bedrock and Vertex write their output, which input Gemini and Azure take).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 SubmitMode = Literal["file", "inline"]
 ResultsSource = Literal["files", "results_endpoint"]
+LineFormat = Literal["openai", "anthropic"]  # {custom_id, method, url, body} or {custom_id, params}
 
 BATCH_ENDPOINTS: tuple[str, ...] = (
     "/v1/chat/completions",
@@ -43,6 +47,11 @@ class ProviderTraits(BaseModel):
     retention_days: int
     custom_id_pattern: str | None = None
     keeps_metadata: bool = True
+    line_format: LineFormat = "openai"
+    endpoints: tuple[str, ...] = BATCH_ENDPOINTS
+    min_requests_per_batch: int = 1
+    # Bifrost forwards the body unchanged: the pipeline writes the model's native body
+    native_bodies: bool = False
 
     def custom_id_allowed(self, custom_id: str) -> bool:
         """True when the provider accepts this custom_id (Anthropic restricts the alphabet)."""
@@ -81,18 +90,86 @@ PROVIDERS: dict[str, ProviderTraits] = {
         retention_days=29,
         custom_id_pattern=r"[A-Za-z0-9_-]{1,64}",
         keeps_metadata=False,
+        line_format="anthropic",
+        endpoints=("/v1/messages",),
     ),
+    # Inline requests up to Gemini's ~20 MB per inline batch (`ProviderOptions.gemini_input`
+    # "file" uploads the shard to Gemini's Files API instead: up to 2 GB). Results through
+    # /results only (a file's content cannot be downloaded through Bifrost); batch metadata is
+    # not kept; output files are deleted after about 48 h.
     "gemini": ProviderTraits(
         name="gemini",
-        submit_mode="file",
+        submit_mode="inline",
         results_source="results_endpoint",
-        max_requests_per_batch=100_000,
-        max_bytes_per_batch=2048 * MB,
+        max_requests_per_batch=50_000,
+        max_bytes_per_batch=20 * MB,
         max_bytes_per_request=10 * MB,
         retention_days=2,
         keeps_metadata=False,
+        endpoints=("/v1/chat/completions",),
+        native_bodies=True,
+    ),
+    # Model-invocation jobs: Bifrost writes the inline requests to S3 beside the output prefix;
+    # a job takes 100 to 50,000 records (Bedrock's quotas; Bifrost checks neither).
+    "bedrock": ProviderTraits(
+        name="bedrock",
+        submit_mode="inline",
+        results_source="results_endpoint",
+        max_requests_per_batch=50_000,
+        max_bytes_per_batch=1024 * MB,
+        max_bytes_per_request=10 * MB,
+        retention_days=30,
+        keeps_metadata=False,
+        endpoints=("/v1/chat/completions", "/v1/messages"),
+        min_requests_per_batch=100,
+        native_bodies=True,
+    ),
+    # Batch prediction jobs: Bifrost writes the inline requests to GCS beside the output folder.
+    "vertex": ProviderTraits(
+        name="vertex",
+        submit_mode="inline",
+        results_source="results_endpoint",
+        max_requests_per_batch=50_000,
+        max_bytes_per_batch=1024 * MB,
+        max_bytes_per_request=10 * MB,
+        retention_days=30,
+        keeps_metadata=False,
+        endpoints=("/v1/chat/completions",),
+        native_bodies=True,
     ),
 }
+
+
+GEMINI_FILE_MAX_BYTES = 2048 * MB  # a Gemini batch input file (inline batches: ~20 MB)
+
+
+class ProviderOptions(BaseModel):
+    """What an instance tells the providers that need more than a model: where Bedrock and
+    Vertex write their output (each batch gets its own folder under these), and which input
+    Gemini and Azure take. None of it is a secret."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gemini_input: Literal["inline", "file"] = "inline"
+    bedrock_role_arn: str | None = None
+    bedrock_output_s3_uri: str | None = None
+    vertex_output_folder: str | None = None
+    azure_input: Literal["file", "blob"] = "file"
+    azure_blob_folder: str | None = None
+
+    def max_bytes_per_batch(self) -> dict[str, int]:
+        """Batch byte limits these options change from the table's (provider -> bytes)."""
+        return {"gemini": GEMINI_FILE_MAX_BYTES} if self.gemini_input == "file" else {}
+
+    def missing(self, provider: str) -> str | None:
+        """What must be set before a batch of `provider` can be made, or None."""
+        needed = {
+            "bedrock": ["bedrock_role_arn", "bedrock_output_s3_uri"],
+            "vertex": ["vertex_output_folder"],
+            "azure": ["azure_blob_folder"] if self.azure_input == "blob" else [],
+        }.get(provider, [])
+        unset = [name for name in needed if not getattr(self, name)]
+        return ", ".join(unset) or None
 
 
 def provider_traits(name: str) -> ProviderTraits:

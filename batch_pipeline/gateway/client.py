@@ -190,11 +190,14 @@ class BifrostClient:
         completion_window: str = "24h",
         metadata: dict[str, str] | None = None,
         provider: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> BatchCreateResponse:
         """Create a batch from an uploaded file, a list of inline requests, or a JSONL file of
-        inline requests streamed into the body. Sent exactly once, never retried: on a
-        GatewayTransportError with `request_sent` the batch may or may not exist.
-        Raises ValueError when not exactly one input is given or provider and model disagree."""
+        inline requests streamed into the body; `extra` are the provider's own top-level fields
+        (Bedrock's `role_arn` and `output_s3_uri`, Vertex's `output_folder`, ...). Sent exactly
+        once, never retried: on a GatewayTransportError with `request_sent` the batch may or may
+        not exist. Raises ValueError when not exactly one input is given or provider and model
+        disagree."""
         sources = [s for s in (input_file_id, requests, requests_jsonl) if s is not None]
         if len(sources) != 1:
             raise ValueError("give exactly one of input_file_id, requests, requests_jsonl")
@@ -206,6 +209,7 @@ class BifrostClient:
             completion_window=completion_window,
             metadata=metadata,
         ).model_dump(mode="json", exclude_none=True)
+        fields.update(extra or {})
         if requests is not None:
             for item in requests:
                 BatchRequestItem.model_validate(item)

@@ -18,13 +18,15 @@ SHARDS_DIR = "shards"
 
 
 class ShardLimits(BaseModel):
-    """Upper bounds for one provider's batches: a shard never exceeds any of them."""
+    """Bounds of one provider's batches: a shard never exceeds any maximum, nor has fewer
+    requests than `min_requests` (Bedrock's quota: 100 records a job)."""
 
     model_config = ConfigDict(frozen=True)
 
     max_requests: int = Field(gt=0)
     max_bytes: int = Field(gt=0)
     max_bytes_per_request: int = Field(gt=0)
+    min_requests: int = Field(default=1, gt=0)
 
 
 class InputOptions(BaseModel):

@@ -119,6 +119,7 @@ class FileScan:
             del self._id_hashes, self._id_lines
             if groups:
                 self._resolve_duplicates(groups)
+            self._meet_minimums()
         self._finish()
         return self.result
 
@@ -316,6 +317,54 @@ class FileScan:
                     draft.first_line <= n <= draft.last_line for n in dropped
                 ):
                     draft.keep_only(dropped)
+
+    def _meet_minimums(self) -> None:
+        """No shard below its provider's minimum per batch (Bedrock: 100 records a job): the
+        last shard of a group takes requests from the one before; a group too small for one
+        batch is refused, its lines rejected with the reason."""
+        by_group: dict[tuple[str, str, str], list[ShardDraft]] = {}
+        for draft in self.result.drafts:
+            if draft.count:
+                by_group.setdefault((draft.provider, draft.model, draft.endpoint), []).append(draft)
+        refused: dict[int, str] = {}
+        for (provider, model, _), drafts in by_group.items():
+            least = self.limits[provider].min_requests
+            last = drafts[-1]
+            if last.count >= least:
+                continue
+            if len(drafts) > 1:
+                giver, need = drafts[-2], least - last.count
+                # (when only counting, the shards stay as many; a giver left short is only
+                # possible under limits of less than twice the minimum)
+                if last.path is not None and giver.count - need >= least:
+                    giver.give_tail(last, need)
+                continue
+            total = sum(d.count for d in drafts)
+            reason = (
+                f"{provider}/{model} has {total} request(s) in this file; a {provider} batch "
+                f"takes at least {least}, so none of them can be sent"
+            )
+            if last.path is None:  # only counting (validate): the problem is the file's
+                self._problem(Problem(path=self.shown_path, line=None, field=None, reason=reason))
+                continue
+            for _, line in last.lines():
+                refused[line] = reason
+            last.keep_only(set(refused))
+        if refused:
+            self._reject_lines(refused)
+
+    def _reject_lines(self, reasons: dict[int, str]) -> None:
+        """Reject valid lines after the pass, reading them again for their text."""
+        line = 0
+        for batch in LineReader(self.path, self.max_line_bytes).batches():
+            for entry in batch:
+                line += 1
+                if line in reasons:
+                    raw = cast(bytes, entry)
+                    custom_id = custom_id_of(orjson.loads(raw))
+                    self._reject(Reject(line, custom_id, [(None, reasons[line])], raw), True)
+        self.result.summary.requests -= len(reasons)
+        self.result.problems.sort(key=lambda p: p.line or 0)
 
     def _finish(self) -> None:
         result = self.result

@@ -12,11 +12,12 @@ not the file.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import threading
 from array import array
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -52,12 +53,14 @@ def effective_limits(overrides: dict[str, ShardLimits]) -> dict[str, ShardLimits
             max_requests=traits.max_requests_per_batch,
             max_bytes=traits.max_bytes_per_batch,
             max_bytes_per_request=traits.max_bytes_per_request,
+            min_requests=traits.min_requests_per_batch,
         )
         max_bytes = min(base.max_bytes, gateway_cap)
         limits[name] = ShardLimits(
             max_requests=base.max_requests,
             max_bytes=max_bytes,
             max_bytes_per_request=max(1, min(base.max_bytes_per_request, max_bytes - 1)),
+            min_requests=base.min_requests,
         )
     return limits
 
@@ -163,6 +166,31 @@ class ShardDraft:
 
     def keep_only(self, drop_lines: set[int]) -> None:
         """Rewrite the written files without the given input lines (skip-mode duplicates)."""
+        self._rewrite([], lambda line: line not in drop_lines)
+
+    def give_tail(self, other: ShardDraft, count: int) -> None:
+        """Move this shard's last `count` requests to the front of `other`, the next shard of
+        the group (so that `other` reaches a provider's minimum per batch)."""
+        assert self.index_path is not None and self.path is not None
+        entries = list(iter_index(self.index_path))
+        moved = {line for _, line in entries[-count:]}
+        with open(self.path, "rb") as shard:
+            head = [
+                (custom_id, line, payload)
+                for (custom_id, line), payload in zip(entries, shard, strict=True)
+                if line in moved
+            ]
+        self.keep_only(moved)
+        other._rewrite(head, lambda line: True)
+
+    def lines(self) -> list[tuple[str, int]]:
+        """(custom_id, input line) of every request written, in shard order."""
+        assert self.index_path is not None
+        return list(iter_index(self.index_path))
+
+    def _rewrite(self, head: list[tuple[str, int, bytes]], keep: Callable[[int], bool]) -> None:
+        """Rewrite the written files as `head` (custom_id, line, payload) and then the requests
+        `keep` accepts, hashing them again."""
         assert self.path is not None and self.index_path is not None
         kept_path = self.path.with_suffix(".kept")
         self.sha = _target_hash((self.provider, self.model, self.endpoint))
@@ -170,9 +198,12 @@ class ShardDraft:
         ids: list[str] = []
         lines: list[int] = []
         with open(self.path, "rb") as shard, open(kept_path, "wb") as out:
-            for custom_id, line in iter_index(self.index_path):
-                payload = shard.readline()
-                if line in drop_lines:
+            current = (
+                (custom_id, line, shard.readline())
+                for custom_id, line in iter_index(self.index_path)
+            )
+            for custom_id, line, payload in itertools.chain(head, current):
+                if not keep(line):
                     continue
                 self.sha.update(payload)
                 out.write(payload)

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from batch_pipeline.inputs.models import ShardLimits
+from batch_pipeline.inputs.native import Converter, converter
 from batch_pipeline.providers import BATCH_ENDPOINTS, PROVIDERS, ProviderTraits, split_model
 
 MESSAGES_ENDPOINT = "/v1/messages"
@@ -36,10 +37,11 @@ class Route(NamedTuple):
 
     key: tuple[str, str, str]  # (provider, bare model, endpoint): one shard group
     bare: str
-    file_mode: bool
+    openai_line: bool  # written as {custom_id, method, url, body}, else {custom_id, params}
     custom_id_re: re.Pattern[str] | None
     max_request_bytes: int
     shrink: int
+    native: Converter | None  # the provider takes its model's native body (inputs/native.py)
 
 
 # A valid line: (custom_id, its route, the normalized JSON to send). A plain tuple: it is made
@@ -59,7 +61,7 @@ class Target(NamedTuple):
 
 def _normalized(custom_id: str, route: Route, body: dict) -> dict:
     """The line as the provider's batch format wants it (body.model already bare)."""
-    if route.file_mode:
+    if route.openai_line:
         return {"custom_id": custom_id, "method": "POST", "url": route.key[2], "body": body}
     return {"custom_id": custom_id, "params": body}
 
@@ -191,12 +193,13 @@ class LineValidator:
                 route = self._routes.get(model) if type(model) is str else None
                 if (
                     route is not None
+                    and route.native is None
                     and body.get("stream") is not True
                     and (route.custom_id_re is None or route.custom_id_re.fullmatch(custom_id))
                 ):
                     body["model"] = route.bare
                     try:
-                        if route.file_mode is openai_style:
+                        if route.openai_line is openai_style:
                             payload = orjson.dumps(obj)
                         else:
                             payload = orjson.dumps(_normalized(custom_id, route, body))
@@ -258,10 +261,9 @@ class LineValidator:
                     f"(must match {target.traits.custom_id_pattern})",
                 )
             )
-        if target.traits.submit_mode == "inline" and endpoint != MESSAGES_ENDPOINT:
-            problems.append(
-                ("url", f"{target.provider} batches only serve {MESSAGES_ENDPOINT}, not {endpoint}")
-            )
+        if endpoint not in target.traits.endpoints:
+            served = " and ".join(target.traits.endpoints)
+            problems.append(("url", f"{target.provider} batches serve {served}, not {endpoint}"))
         if problems or custom_id is None:
             return problems
         assert type(body) is dict  # a target was found in it
@@ -269,18 +271,26 @@ class LineValidator:
         route = Route(
             key=(target.provider, target.model, endpoint),
             bare=target.model,
-            file_mode=target.traits.submit_mode == "file",
+            openai_line=target.traits.line_format == "openai",
             custom_id_re=target.custom_id_re,
             max_request_bytes=target.limits.max_bytes_per_request,
             shrink=len(model.encode()) - len(target.model.encode()),
+            native=converter(target.provider, target.model)
+            if target.traits.native_bodies
+            else None,
         )
         if len(self._routes) >= _MODEL_CACHE_SIZE:
             self._routes.clear()
         self._routes[model] = route
         body["model"] = target.model
+        if route.native is not None:
+            try:
+                body = route.native(body)
+            except ValueError as exc:
+                return [(None, str(exc))]
         # A line that already is the request keeps its key order, as on the short path: a line
         # must not be written differently for being a model's first in a block or a process.
-        as_is = route.file_mode and len(obj) == 4 and "body" in obj
+        as_is = route.openai_line and route.native is None and len(obj) == 4 and "body" in obj
         try:
             payload = orjson.dumps(obj if as_is else _normalized(custom_id, route, body))
         except TypeError:  # orjson writes at most 254 nested levels (it reads 1024)

@@ -15,6 +15,7 @@ from pydantic import Field
 from batch_pipeline.errors import BatchPipelineError
 from batch_pipeline.gateway import BifrostClient, GatewayError
 from batch_pipeline.inputs import InputOptions
+from batch_pipeline.inputs.models import ShardLimits
 from batch_pipeline.inputs.prepare import InputSource, TableInput
 from batch_pipeline.inputs.template import TemplateError, load_template
 from batch_pipeline.integration.names import PIPELINE_TAG, PipelineNames
@@ -42,6 +43,7 @@ from batch_pipeline.operations.queue_limits import QueueGate, queue_key
 from batch_pipeline.operations.retry import attempt_of
 from batch_pipeline.operations.submit import plan_to_submit, submit_plan
 from batch_pipeline.prices import PriceTable
+from batch_pipeline.providers import PROVIDERS
 
 INVARIANT_CHECK = "every_input_line_accounted_for"
 ERROR_RATE_CHECK = "error_rate_below_threshold"
@@ -171,6 +173,14 @@ def build_assets(
                 on_invalid=config.on_invalid.value
                 if config.on_invalid
                 else settings.inputs.on_invalid,
+                limits={
+                    provider: ShardLimits(
+                        max_requests=PROVIDERS[provider].max_requests_per_batch,
+                        max_bytes=max_bytes,
+                        max_bytes_per_request=PROVIDERS[provider].max_bytes_per_request,
+                    )
+                    for provider, max_bytes in settings.providers.max_bytes_per_batch().items()
+                },
             )
             source = input_source(settings, layout, name)
             plan = plan_to_submit(data.store(), name, source, layout.staging(name), options)
@@ -245,6 +255,7 @@ def build_assets(
                     estimates=estimates,
                     gate=gate,
                     settle_seconds=submit.create_settle_seconds,
+                    options=settings.providers,
                 )
         except BatchPipelineError as exc:
             raise failure(exc, name) from None

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from batch_pipeline.inputs.template import RequestTemplate
 from batch_pipeline.prices import Price
-from batch_pipeline.providers import PROVIDERS
+from batch_pipeline.providers import PROVIDERS, ProviderOptions
 
 # Dagster names (jobs, sensors, resource keys) allow letters, digits and `_`; the name prefixes
 # all of them, and asset keys, so it must be one such word.
@@ -216,6 +216,12 @@ class PipelineSettings(_Section):
         "through its IO manager and becomes a table in the inbox (needs a template)",
     )
     gateway: GatewaySettings = GatewaySettings()
+    providers: ProviderOptions = Field(
+        default_factory=ProviderOptions,
+        description="What some providers need beyond a model: bedrock_role_arn and "
+        "bedrock_output_s3_uri, vertex_output_folder (gs://), gemini_input (inline or file), "
+        "azure_input (file or blob) and azure_blob_folder",
+    )
     inputs: InputSettings = InputSettings()
     submit: SubmitSettings = SubmitSettings()
     collect: CollectSettings = CollectSettings()

@@ -10,10 +10,14 @@ message instead of risking a second batch (and a second bill).
 from __future__ import annotations
 
 import logging
+import re
+import tempfile
 import time
 from collections.abc import Collection, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from batch_pipeline.errors import BatchPipelineError
 from batch_pipeline.gateway import (
@@ -27,13 +31,14 @@ from batch_pipeline.gateway import (
     RateLimitError,
 )
 from batch_pipeline.inputs import InputOptions, InputPlan, Shard
+from batch_pipeline.inputs.native import gemini_input_file
 from batch_pipeline.inputs.prepare import InputSource, prepare, source_sha256
 from batch_pipeline.ledger.manifest import ManifestBusy, ManifestStore, ShardRecord
 from batch_pipeline.ledger.storage import DataPath, Hold, LockLost, local_copy
 from batch_pipeline.operations.costs import Estimate
 from batch_pipeline.operations.poll import status_fields
 from batch_pipeline.operations.queue_limits import QueueGate
-from batch_pipeline.providers import provider_traits
+from batch_pipeline.providers import ProviderOptions, SubmitMode, provider_traits
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +77,25 @@ def submit_plan(
     estimates: Mapping[str, Estimate] | None = None,
     gate: QueueGate | None = None,
     settle_seconds: float = CREATE_SETTLE_SECONDS,
+    options: ProviderOptions | None = None,
 ) -> list[SubmitOutcome]:
     """Make sure every shard of `plan` has exactly one batch; reuse the ones it already has.
 
     `assume_not_created` and `adopt` (shard id -> batch id) resolve an uncertain create by hand.
     `estimates` (by shard id) are recorded in the manifest; `gate` may hold shards back. An
     interrupted create is only taken as "no batch" once `settle_seconds` have passed since it.
-    Two submits of the same file never run at once (the second is refused).
+    `options` say what some providers need beyond a model (Bedrock's and Vertex's output
+    folders, Gemini's and Azure's input). Two submits of the same file never run at once (the
+    second is refused).
     """
+    options = options or ProviderOptions()
+    for provider in sorted({shard.provider for shard in plan.shards}):
+        missing = options.missing(provider)
+        if missing:
+            raise SubmissionError(
+                f"{plan.input_name}: {provider} batches need the setting(s) providers.{missing} "
+                "(see README, Providers); nothing was sent"
+            )
     try:
         with store.exclusive(plan.input_name, "submit") as hold:
             register_plan(store, plan, estimates or {})
@@ -95,6 +111,7 @@ def submit_plan(
                     adopted=(adopt or {}).get(shard.shard_id),
                     gate=gate,
                     settle_seconds=settle_seconds,
+                    options=options,
                 )
                 for shard in plan.shards
             ]
@@ -175,6 +192,7 @@ def _submit_shard(
     adopted: str | None,
     gate: QueueGate | None,
     settle_seconds: float,
+    options: ProviderOptions,
 ) -> SubmitOutcome:
     manifest = store.load(name)
     assert manifest is not None
@@ -209,12 +227,10 @@ def _submit_shard(
     if waiting:
         return SubmitOutcome(shard.shard_id, None, reused=False, waiting=waiting)
 
-    traits = provider_traits(shard.provider)
+    mode = submit_mode(shard.provider, options)
     input_file_id = record.input_file_id
-    if traits.submit_mode == "file" and not input_file_id:
-        with local_copy(shard.path) as shard_file:
-            uploaded = client.upload_file(shard_file, provider=shard.provider)
-        input_file_id = uploaded.id
+    if mode == "file" and not input_file_id:
+        input_file_id = _upload(client, shard)
         store.record(name, shard.shard_id, input_file_id=input_file_id)
 
     with store.update(name) as manifest:
@@ -229,7 +245,9 @@ def _submit_shard(
         current.state, current.intent_at = "creating", time.time()
     hold.check()  # the submit lock is still ours: no other submit can be creating this shard
     try:
-        created = _create(client, name, shard, input_file_id, completion_window)
+        created = _create(
+            client, name, shard, input_file_id, completion_window, _extra(name, shard, options)
+        )
     except GatewayStatusError as exc:
         if exc.status_code < 500 and exc.status_code != 408:
             # A refusal: nothing was created. Upload again next time, in case the file was
@@ -263,11 +281,54 @@ def _record_batch(
         cancel_and_record(client, store, name, record)
 
 
+def submit_mode(provider: str, options: ProviderOptions) -> SubmitMode:
+    """How a provider's shards are sent: uploaded as a file, or inline in the create."""
+    if provider == "gemini":
+        return options.gemini_input
+    return provider_traits(provider).submit_mode
+
+
+def _upload(client: BifrostClient, shard: Shard) -> str:
+    """Upload a shard as the provider's batch input file; its file id."""
+    with local_copy(shard.path) as shard_file:
+        if shard.provider != "gemini":
+            return client.upload_file(shard_file, provider=shard.provider).id
+        with tempfile.TemporaryDirectory(prefix="batch-pipeline-") as folder:
+            keyed = Path(folder) / shard_file.name  # Gemini's own lines: {"key", "request"}
+            gemini_input_file(shard_file, keyed)
+            return client.upload_file(keyed, provider=shard.provider).id
+
+
+def _extra(name: str, shard: Shard, options: ProviderOptions) -> dict[str, Any]:
+    """The provider's own create fields: Bedrock's role and a job name and output folder of its
+    own (Bifrost reads every result object under it), Vertex's output folder."""
+    # one name per shard of a file: a second create of it is refused by name
+    job = f"bp-{re.sub(r'[^A-Za-z0-9]+', '-', name)[:24].strip('-')}-{shard.shard_id}"
+    folder = f"{name}/{shard.shard_id}/"
+    if shard.provider == "bedrock":
+        assert options.bedrock_role_arn and options.bedrock_output_s3_uri
+        return {
+            "role_arn": options.bedrock_role_arn,
+            "output_s3_uri": f"{options.bedrock_output_s3_uri.rstrip('/')}/{folder}",
+            "metadata": {SHARD_KEY: shard.shard_id, INPUT_KEY: name, "job_name": job},
+        }
+    if shard.provider == "vertex":
+        assert options.vertex_output_folder
+        url = f"{options.vertex_output_folder.rstrip('/')}/{folder}"
+        return {"output_folder": {"url": url}, "display_name": job}
+    return {}
+
+
 def _create(
-    client: BifrostClient, name: str, shard: Shard, input_file_id: str | None, window: str
+    client: BifrostClient,
+    name: str,
+    shard: Shard,
+    input_file_id: str | None,
+    window: str,
+    extra: dict[str, Any],
 ) -> BatchCreateResponse:
     """One create, asked again only after a 429 (a refusal: nothing was created)."""
-    inline = provider_traits(shard.provider).submit_mode == "inline"
+    inline = input_file_id is None
     with local_copy(shard.path) if inline else nullcontext(None) as requests_jsonl:
         source = {"requests_jsonl": requests_jsonl} if inline else {"input_file_id": input_file_id}
         deadline = time.monotonic() + MAX_RATE_LIMIT_WAIT_SECONDS
@@ -278,6 +339,7 @@ def _create(
                     endpoint=shard.endpoint,
                     completion_window=window,
                     metadata={SHARD_KEY: shard.shard_id, INPUT_KEY: name},
+                    extra=extra,
                     **source,
                 )
             except RateLimitError as exc:

@@ -304,9 +304,14 @@ def test_view_done_flag_makes_an_unknown_status_terminal() -> None:
 
 @pytest.mark.parametrize(
     ("provider", "output_file_id", "source"),
-    [("bedrock", "s3://out/", "files"), ("bedrock", None, "results_endpoint")],
+    [
+        ("mistral", "file-1", "files"),
+        ("mistral", None, "results_endpoint"),
+        # Bedrock names its S3 output prefix as the output file: results come from /results
+        ("bedrock", "s3://out/", "results_endpoint"),
+    ],
 )
-def test_view_of_a_provider_outside_the_table(
+def test_where_a_views_results_are(
     provider: str, output_file_id: str | None, source: str
 ) -> None:
     batch = BatchRetrieveResponse(id="b", status="completed", output_file_id=output_file_id)

@@ -16,7 +16,7 @@ CHAT = "/v1/chat/completions"
 ENDPOINTS_TEXT = (
     "/v1/chat/completions, /v1/embeddings, /v1/completions, /v1/responses, /v1/messages"
 )
-SUPPORTED = "anthropic, azure, gemini, openai"
+SUPPORTED = "anthropic, azure, bedrock, gemini, openai, vertex"
 
 _UNSET: Any = object()
 
@@ -296,7 +296,7 @@ CASES: list[Case] = [
     Case(
         "anthropic_needs_messages_endpoint",
         jsonl(OK("a", model="anthropic/claude")),
-        ["1: url: anthropic batches only serve /v1/messages, not /v1/chat/completions"],
+        ["1: url: anthropic batches serve /v1/messages, not /v1/chat/completions"],
     ),
     # --- size
     Case(

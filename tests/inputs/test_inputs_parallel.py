@@ -119,6 +119,8 @@ MIXED_OPTIONS = {
         "azure": ShardLimits(max_requests=50, max_bytes=1_000, max_bytes_per_request=900),
         "anthropic": SMALL,
         "gemini": SMALL,
+        "bedrock": SMALL,
+        "vertex": SMALL,
     },
 }
 
