@@ -18,12 +18,17 @@ from starlette.routing import Route
 
 from batch_pipeline.emulator.admin_routes import AdminRoutes
 from batch_pipeline.emulator.anthropic_batches import AnthropicBatches
+from batch_pipeline.emulator.azure_batches import AzureBatches
 from batch_pipeline.emulator.batches import ProviderBatches
+from batch_pipeline.emulator.bedrock_batches import BedrockBatches
 from batch_pipeline.emulator.errors import ApiError
+from batch_pipeline.emulator.gemini_batches import GeminiBatches
 from batch_pipeline.emulator.openai_batches import OpenAIBatches
 from batch_pipeline.emulator.responses import error_response
 from batch_pipeline.emulator.runtime import Runtime
+from batch_pipeline.emulator.service import BatchService
 from batch_pipeline.emulator.v1_routes import INFERENCE_ROUTES, Call, V1Routes
+from batch_pipeline.emulator.vertex_batches import VertexBatches
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Call], Awaitable[Response]]
@@ -35,8 +40,11 @@ def make_providers() -> dict[str, ProviderBatches]:
     """The providers this emulator speaks for."""
     return {
         "openai": OpenAIBatches("openai"),
-        "azure": OpenAIBatches("azure"),
+        "azure": AzureBatches(),
         "anthropic": AnthropicBatches(),
+        "gemini": GeminiBatches(),
+        "bedrock": BedrockBatches(),
+        "vertex": VertexBatches(),
     }
 
 
@@ -63,7 +71,7 @@ class EmulatorApp:
 
     def __init__(self, rt: Runtime, providers: dict[str, ProviderBatches]) -> None:
         self.rt = rt
-        v1 = V1Routes(rt, providers)
+        v1 = V1Routes(rt, BatchService(rt, providers))
         self.v1_table: list[tuple[str, tuple[str, ...], str, Handler]] = [
             ("POST", ("v1", "batches"), "batch_create", v1.batch_create),
             ("GET", ("v1", "batches"), "batch_list", v1.batch_list),
