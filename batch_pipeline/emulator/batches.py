@@ -44,6 +44,11 @@ def seconds(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
+def as_dict(value: Any) -> dict[str, Any]:
+    """`value` when it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
 def drop_none(values: dict[str, Any]) -> dict[str, Any]:
     """Go's omitempty for the fields that are null."""
     return {key: value for key, value in values.items() if value is not None}

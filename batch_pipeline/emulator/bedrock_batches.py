@@ -19,6 +19,7 @@ from batch_pipeline.emulator.batches import (
     GiveUpReason,
     LineOutcome,
     ProviderBatches,
+    as_dict,
     corrupt_lines,
     drop_none,
     json_line,
@@ -174,7 +175,7 @@ class BedrockBatches(ProviderBatches):
             raise bedrock_error(
                 400, "ValidationException", f"Invalid S3 URI: {output_uri}"
             ) from None
-        metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        metadata = as_dict(body.get("metadata"))
         job_name = metadata.get("job_name") or f"bifrost-batch-{int(time.time())}"
         self._check_job_name(rt, job_name)
         window = body.get("completion_window") or "24h"

@@ -17,6 +17,7 @@ from batch_pipeline.emulator.batches import (
     GiveUpReason,
     LineOutcome,
     ProviderBatches,
+    as_dict,
     corrupt_lines,
     drop_none,
     json_line,
@@ -328,7 +329,7 @@ class GeminiBatches(ProviderBatches):
 def result_item(native: dict[str, Any], index: int) -> dict[str, Any]:
     """One output line as Bifrost returns it: custom_id from `custom_id`, `key` or
     `metadata.key`, else `request-<index>`; a response flattened, an error's code a string."""
-    metadata = native.get("metadata") if isinstance(native.get("metadata"), dict) else {}
+    metadata = as_dict(native.get("metadata"))
     custom_id = native.get("custom_id") or native.get("key") or metadata.get("key")
     custom_id = custom_id or f"request-{index}"
     error = native.get("error")
@@ -337,7 +338,7 @@ def result_item(native: dict[str, Any], index: int) -> dict[str, Any]:
             "custom_id": custom_id,
             "error": {"code": str(error.get("code", "")), "message": str(error.get("message", ""))},
         }
-    response = native.get("response") if isinstance(native.get("response"), dict) else {}
+    response = as_dict(native.get("response"))
     return {
         "custom_id": custom_id,
         "response": {"status_code": 200, "body": flatten_response(response)},

@@ -20,6 +20,7 @@ from batch_pipeline.emulator.batches import (
     GiveUpReason,
     LineOutcome,
     ProviderBatches,
+    as_dict,
     corrupt_lines,
     drop_none,
     json_line,
@@ -349,8 +350,8 @@ class VertexBatches(ProviderBatches):
 
 def result_item(native: dict[str, Any]) -> dict[str, Any]:
     """One prediction line: custom_id from the request's labels ("" without them)."""
-    request = native.get("request") if isinstance(native.get("request"), dict) else {}
-    labels = request.get("labels") if isinstance(request.get("labels"), dict) else {}
+    request = as_dict(native.get("request"))
+    labels = as_dict(request.get("labels"))
     custom_id = str(labels.get("bifrost_custom_id", ""))
     if native.get("status"):
         return {"custom_id": custom_id, "error": {"code": "", "message": str(native["status"])}}
