@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from emulator_helpers import chat_line, check_schema, create_openai_batch, jsonl, retrieve, upload
+from emulator_helpers import chat_line, check_schema, create_openai_batch, jsonl, upload
 
 from batch_pipeline.emulator import EmbeddedEmulator, EmulatorConfig
 
@@ -166,7 +166,8 @@ def test_unknown_ids_are_404(http: httpx.Client, method: str, path: str, message
 def test_ids_are_percent_decoded_and_scoped_by_provider(http: httpx.Client) -> None:
     created = create_openai_batch(http, [chat_line("a", "b")])
     encoded = created["id"].replace("_", "%5F")
-    assert retrieve(http, encoded)["id"] == created["id"]
+    decoded = http.get(f"/v1/batches/{encoded}", params={"provider": "openai"})
+    assert decoded.json()["id"] == created["id"]
     assert (
         http.get(f"/v1/batches/{created['id']}", params={"provider": "anthropic"}).status_code
         == 404
