@@ -219,6 +219,13 @@ class Store:
         if not self.referenced_by_active_batch(record.id):
             self.file_data(record.id).unlink(missing_ok=True)
 
+    def forget_batch(self, batch_id: str) -> None:
+        """Delete a batch and its side files (Gemini's batches.delete)."""
+        with self.lock:
+            self.batches.pop(batch_id, None)
+            for path in self.batches_dir.glob(f"{safe_name(batch_id)}.*"):
+                path.unlink(missing_ok=True)
+
     def clear(self) -> None:
         """Forget every file and batch (admin reset)."""
         with self.lock:
