@@ -30,6 +30,12 @@ def _create(http: httpx.Client, **body: object) -> httpx.Response:
     return http.post("/v1/batches", json={**defaults, **body})
 
 
+def _created(http: httpx.Client, **body: object) -> dict:
+    response = _create(http, **body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 @pytest.fixture
 def bedrock(emulator_factory, client_for) -> httpx.Client:
     return client_for(emulator_factory(bedrock_min_records=3))
@@ -133,19 +139,24 @@ def test_file_input_stop_and_shared_prefix(emulator_factory, client_for) -> None
         data={"purpose": "batch"},
     )
     assert missing_bucket.status_code == 500 and "s3_bucket is required" in missing_bucket.text
-    uploaded = http.post(
+    response = http.post(
         "/v1/files",
         params=BEDROCK,
         files={"file": ("in.jsonl", jsonl(records))},
         data={"purpose": "batch", "s3_bucket": "bucket", "s3_prefix": "inputs"},
-    ).json()
+    )
+    assert response.status_code == 200, response.text
+    uploaded = response.json()
     assert uploaded["id"] == "s3://bucket/inputs/in.jsonl" and uploaded["storage_backend"] == "s3"
     content = http.get(f"/v1/files/{path_id(uploaded['id'])}/content", params=BEDROCK)
     assert content.content == jsonl(records)
 
-    created = _create(
-        http, input_file_id=uploaded["id"], output_s3_uri="s3://bucket/shared/"
-    ).json()
+    created = _created(
+        http,
+        input_file_id=uploaded["id"],
+        output_s3_uri="s3://bucket/shared/",
+        metadata={"job_name": "first"},
+    )
     wait_progress(http, created["id"])
     stop = http.post(f"/v1/batches/{path_id(created['id'])}/cancel", params=BEDROCK).json()
     assert stop["status"] == "cancelling"
@@ -155,11 +166,12 @@ def test_file_input_stop_and_shared_prefix(emulator_factory, client_for) -> None
     assert 0 < len(first) < 40
 
     # a second job writing under the same prefix: Bifrost's results mix both jobs
-    second = _create(
+    second = _created(
         http,
         requests=[_claude(f"s{i}", "x") for i in range(3)],
         output_s3_uri="s3://bucket/shared/",
-    ).json()
+        metadata={"job_name": "second"},
+    )
     wait_terminal(http, second["id"], "bedrock")
     mixed = results(http, second["id"], "bedrock").json()["results"]
     assert len(mixed) == len(first) + 3
