@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from batch_pipeline.emulator import objects
 from batch_pipeline.emulator.batches import TERMINAL_STATUSES
 from batch_pipeline.emulator.config import Fault
 from batch_pipeline.emulator.responses import json_response
@@ -29,6 +30,10 @@ ROUTES_HELP: dict[str, str] = {
     "POST /_emulator/batches/{id}/expire": "expire a running batch now",
     "POST /_emulator/reset": 'zero counters and disarm faults; {"state": true} also forgets '
     "every file and batch",
+    "PUT /_emulator/objects?uri=URI": "store an object in the simulated S3 / GCS / Azure blob "
+    "storage (s3://, gs://, https://ACCOUNT.blob.core.windows.net/...)",
+    "GET /_emulator/objects?uri=URI": "an object's bytes",
+    "GET /_emulator/objects?prefix=URI": "the URIs of the objects under a prefix",
 }
 
 
@@ -64,6 +69,8 @@ class AdminRoutes:
                 return await self._config(request)
             if tail == ["reset"] and method == "POST":
                 return await self._reset(request)
+            if tail == ["objects"]:
+                return await self._objects(request)
             if len(tail) >= 2 and tail[0] == "batches":
                 return self._batch(request, tail[1:])
         except orjson.JSONDecodeError:
@@ -103,6 +110,24 @@ class AdminRoutes:
         if data.get("state"):
             self.rt.store.clear()
         return json_response({"reset": True, "state_cleared": bool(data.get("state"))})
+
+    async def _objects(self, request: Request) -> Response:
+        """The simulated object stores, for tests and operators: put, get, list."""
+        store, query = self.rt.store, request.query_params
+        if "prefix" in query and request.method == "GET":
+            listed = [record.id for record in objects.list_objects(store, query["prefix"])]
+            return json_response({"objects": listed})
+        uri = query.get("uri", "")
+        objects.split_uri(uri)
+        if request.method == "PUT":
+            record = objects.put_object(
+                store, uri, await request.body(), content_type=request.headers.get("content-type")
+            )
+            return json_response({"uri": record.id, "bytes": record.bytes})
+        found = objects.get_object(store, uri)
+        if request.method != "GET" or found is None:
+            return _problem(404, f"no object {uri}")
+        return Response(store.file_data(found.id).read_bytes(), media_type=found.content_type)
 
     def _batch(self, request: Request, rest: list[str]) -> Response:
         store = self.rt.store

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ from batch_pipeline.emulator.batches import (
     drop_none,
     json_line,
     seconds,
+    timeline,
 )
 from batch_pipeline.emulator.errors import ApiError, anthropic_not_found
+from batch_pipeline.emulator.files import ProviderFiles
 from batch_pipeline.emulator.runtime import Runtime
 from batch_pipeline.emulator.store import BatchRecord, new_id
 
@@ -33,6 +36,22 @@ def _invalid(message: str) -> ApiError:
     return ApiError(400, message, type="invalid_request_error")
 
 
+class AnthropicFiles(ProviderFiles):
+    """Anthropic's Files API: `file_…` ids, purpose always `batch`, uploads not downloadable."""
+
+    def upload_id(self, filename: str, fields: Mapping[str, str]) -> str:
+        return new_id("file_011C", 20)
+
+    def upload_purpose(self, purpose: str) -> str:
+        return "batch"
+
+    def refuse_content(self, file_id: str) -> None:
+        raise ApiError(400, f"File {file_id} is not downloadable.", type="invalid_request_error")
+
+    def not_found(self, file_id: str) -> ApiError:
+        return anthropic_not_found(f"File {file_id} not found.")
+
+
 class AnthropicBatches(ProviderBatches):
     """Anthropic's batches: in_progress -> ended; cancel -> canceling -> ended."""
 
@@ -42,6 +61,9 @@ class AnthropicBatches(ProviderBatches):
     expired_status = "ended"
     uses_finalizing = False
     cancellable_statuses = frozenset({"in_progress"})
+
+    def __init__(self) -> None:
+        self.files = AnthropicFiles(self.name)
 
     def not_found(self, batch_id: str) -> ApiError:
         return anthropic_not_found(f"Message batch {batch_id} not found.")
@@ -56,7 +78,6 @@ class AnthropicBatches(ProviderBatches):
             raise ApiError(None, "requests array is required for Anthropic batch API", bifrost=True)
         if len(requests) > MAX_REQUESTS:
             raise _invalid(f"requests: List should have at most {MAX_REQUESTS} items")
-        default_model = (body.get("model") or "").partition("/")[2] or None
         batch_id = new_id("msgbatch_01", 22)
         seen: set[str] = set()
         path = rt.store.batch_path(batch_id, "input.jsonl")
@@ -79,19 +100,17 @@ class AnthropicBatches(ProviderBatches):
                 params = item.get("params")
                 if params is None:
                     params = item.get("body")
-                if isinstance(params, dict) and "model" not in params and default_model:
-                    params = {"model": default_model, **params}
                 target.write(json_line({"custom_id": custom_id, "params": params}))
-        now = time.time()
-        config = rt.config
+        now, deadline, expires = timeline(rt, "24h")
         batch = BatchRecord(
             id=batch_id,
             provider=self.name,
             endpoint="/v1/messages",
             model=body.get("model"),
             created_ts=now,
-            deadline_ts=now + config.completion_window_seconds,
-            hidden_until=now + config.retrieve_404_seconds,
+            deadline_ts=deadline,
+            expires_ts=expires,
+            hidden_until=now + rt.config.retrieve_404_seconds,
             status="in_progress",
             total=len(requests),
         )
@@ -117,7 +136,7 @@ class AnthropicBatches(ProviderBatches):
             "status": batch.status,
             "request_counts": self._counts(batch),
             "created_at": seconds(batch.created_ts),
-            "expires_at": seconds(batch.deadline_ts),
+            "expires_at": seconds(batch.expires_ts or batch.deadline_ts),
             "processing_status": PROCESSING_STATUS.get(batch.status, batch.status),
         }
 

@@ -18,15 +18,26 @@ from starlette.routing import Route
 
 from batch_pipeline.emulator.admin_routes import AdminRoutes
 from batch_pipeline.emulator.anthropic_batches import AnthropicBatches
+from batch_pipeline.emulator.anthropic_routes import AnthropicRoutes
+from batch_pipeline.emulator.azure_batches import AzureBatches
 from batch_pipeline.emulator.batches import ProviderBatches
+from batch_pipeline.emulator.bedrock_batches import BedrockBatches
+from batch_pipeline.emulator.bedrock_routes import BedrockRoutes
 from batch_pipeline.emulator.errors import ApiError
+from batch_pipeline.emulator.gemini_batches import GeminiBatches
+from batch_pipeline.emulator.genai_routes import GenAIRoutes
 from batch_pipeline.emulator.openai_batches import OpenAIBatches
+from batch_pipeline.emulator.openai_routes import OpenAIRoutes
 from batch_pipeline.emulator.responses import error_response
 from batch_pipeline.emulator.runtime import Runtime
+from batch_pipeline.emulator.service import BatchService
 from batch_pipeline.emulator.v1_routes import INFERENCE_ROUTES, Call, V1Routes
+from batch_pipeline.emulator.vertex_batches import VertexBatches
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Call], Awaitable[Response]]
+ErrorRenderer = Callable[[ApiError, str | None, str | None], Response]
+RouteEntry = tuple[str, tuple[str, ...], str, Handler, ErrorRenderer]
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 KEY_HEADERS = ("x-bf-vk", "x-api-key", "x-goog-api-key", "api-key")
 
@@ -35,8 +46,11 @@ def make_providers() -> dict[str, ProviderBatches]:
     """The providers this emulator speaks for."""
     return {
         "openai": OpenAIBatches("openai"),
-        "azure": OpenAIBatches("azure"),
+        "azure": AzureBatches(),
         "anthropic": AnthropicBatches(),
+        "gemini": GeminiBatches(),
+        "bedrock": BedrockBatches(),
+        "vertex": VertexBatches(),
     }
 
 
@@ -46,7 +60,14 @@ def _matches(value: str, keys: tuple[SecretStr, ...]) -> bool:
 
 
 def _match(pattern: tuple[str, ...], segments: list[str]) -> list[str] | None:
-    """The path parameters ('*' segments) when `segments` fits `pattern`."""
+    """The path parameters ('*' segments; a final '**' takes the rest, joined with '/') when
+    `segments` fits `pattern`."""
+    if pattern and pattern[-1] == "**":
+        head = len(pattern) - 1
+        if len(segments) <= head:
+            return None
+        params = _match(pattern[:-1], segments[:head])
+        return None if params is None else [*params, "/".join(unquote(s) for s in segments[head:])]
     if len(pattern) != len(segments):
         return None
     params = []
@@ -63,7 +84,8 @@ class EmulatorApp:
 
     def __init__(self, rt: Runtime, providers: dict[str, ProviderBatches]) -> None:
         self.rt = rt
-        v1 = V1Routes(rt, providers)
+        service = BatchService(rt, providers)
+        v1 = V1Routes(rt, service)
         self.v1_table: list[tuple[str, tuple[str, ...], str, Handler]] = [
             ("POST", ("v1", "batches"), "batch_create", v1.batch_create),
             ("GET", ("v1", "batches"), "batch_list", v1.batch_list),
@@ -79,6 +101,17 @@ class EmulatorApp:
         for request_type, (endpoint, _) in INFERENCE_ROUTES.items():
             pattern = tuple(endpoint.strip("/").split("/"))
             self.v1_table.append(("POST", pattern, request_type, v1.inference))
+        self.table: list[RouteEntry] = [(*entry, error_response) for entry in self.v1_table]
+        for integration in (
+            OpenAIRoutes(rt, service),
+            AnthropicRoutes(rt, service),
+            GenAIRoutes(rt, service),
+            BedrockRoutes(rt, service),
+        ):
+            self.table.extend(
+                (method, pattern, kind, handler, integration.render_error)
+                for method, pattern, kind, handler in integration.routes()
+            )
         self.admin = AdminRoutes(rt)
 
     def build(self) -> Starlette:
@@ -91,19 +124,21 @@ class EmulatorApp:
         if segments[0] in ("_emulator", "health"):
             return await self.admin.dispatch(request, segments)
         path_known = False
-        for method, pattern, request_type, handler in self.v1_table:
+        for method, pattern, request_type, handler, render in self.table:
             params = _match(pattern, segments)
             if params is None:
                 continue
             path_known = True
             if method == request.method:
                 call = Call(request, params, time.perf_counter(), request_type)
-                return await self._answer(call, handler)
+                return await self._answer(call, handler, render)
         if path_known:
             return error_response(ApiError(405, "method not allowed"), None, None)
         return error_response(ApiError(404, f"route not found: {request.url.path}"), None, None)
 
-    async def _answer(self, call: Call, handler: Handler) -> Response:
+    async def _answer(
+        self, call: Call, handler: Handler, render: ErrorRenderer = error_response
+    ) -> Response:
         self.rt.counters.request(call.request_type)
         try:
             self._check_auth(call.request)
@@ -112,14 +147,14 @@ class EmulatorApp:
             await self._hold_answer(call.request_type)
             return response
         except ApiError as exc:
-            return error_response(exc, call.request_type, call.provider)
+            return render(exc, call.request_type, call.provider)
         except ClientDisconnect:
             # The client left before its request arrived whole: nothing was done, nobody listens.
             return error_response(ApiError(499, "client closed request"), call.request_type, None)
         except Exception as exc:
             log.exception("emulator route %s failed", call.request_type)
             failure = ApiError(None, f"internal emulator error: {type(exc).__name__}", bifrost=True)
-            return error_response(failure, call.request_type, call.provider)
+            return render(failure, call.request_type, call.provider)
 
     def _check_auth(self, request: Request) -> None:
         config = self.rt.config

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any, Literal
 import orjson
 
 from batch_pipeline.emulator.errors import ApiError
+from batch_pipeline.emulator.files import ProviderFiles
 from batch_pipeline.emulator.runtime import Runtime
 from batch_pipeline.emulator.store import BatchRecord
 
@@ -42,9 +44,34 @@ def seconds(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
+def as_dict(value: Any) -> dict[str, Any]:
+    """`value` when it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
 def drop_none(values: dict[str, Any]) -> dict[str, Any]:
     """Go's omitempty for the fields that are null."""
     return {key: value for key, value in values.items() if value is not None}
+
+
+WINDOW = re.compile(r"^(\d+(?:\.\d+)?)(h|m|s)$")
+WINDOW_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def window_seconds(window: str) -> float | None:
+    """Seconds of a completion window written as a Go duration (`24h`, `90m`); None if not one."""
+    match = WINDOW.match(window.strip())
+    if match is None:
+        return None
+    return float(match.group(1)) * WINDOW_UNITS[match.group(2)]
+
+
+def timeline(rt: Runtime, window: str) -> tuple[float, float, float]:
+    """(now, deadline, reported expiry) of a new batch: the emulator's deadline is the scaled
+    window (`completion_window_seconds`), the reported `expires_at` the provider's real one."""
+    now = time.time()
+    reported = window_seconds(window) or 24 * 3600.0
+    return now, now + rt.config.completion_window_seconds, now + reported
 
 
 def encode_cursor(native: str, key_index: int = 0) -> str:
@@ -66,12 +93,13 @@ def decode_cursor(cursor: str) -> str | None:
 
 
 def page_after(ids: list[str], after: str | None, limit: int) -> tuple[int, int, bool]:
-    """(start, stop, has_more) of the page following cursor `after` (a serial cursor or raw id)."""
+    """(start, stop, has_more) of the page following serial cursor `after`; anything that is not
+    a serial cursor is Bifrost's 500 `invalid pagination cursor`."""
     start = 0
     if after:
         native = decode_cursor(after)
         if native is None:
-            native = after
+            raise ApiError(None, "invalid pagination cursor", bifrost=True)
         if native:
             if native not in ids:
                 raise ApiError(400, f"invalid pagination cursor: {after}")
@@ -101,6 +129,24 @@ class ProviderBatches(ABC):
     expired_status = "expired"
     uses_finalizing = True
     cancellable_statuses: frozenset[str] = frozenset({"validating", "in_progress"})
+    files: ProviderFiles
+
+    def normalize_id(self, rt: Runtime, batch_id: str) -> str:
+        """The stored id a path id names (Gemini accepts ids without `batches/`)."""
+        return batch_id
+
+    def retrieve_view(self, rt: Runtime, batch: BatchRecord) -> dict[str, Any]:
+        """The retrieve body; providers whose counts live in storage read them here."""
+        return self.view(batch)
+
+    def list_view(self, batch: BatchRecord) -> dict[str, Any]:
+        """A list item's body (without extra_fields); the retrieve body unless the provider
+        lists less."""
+        return self.view(batch)
+
+    def final_status(self, batch: BatchRecord) -> str:
+        """The status a batch whose every request was answered ends in."""
+        return self.completed_status
 
     # routes
     @abstractmethod

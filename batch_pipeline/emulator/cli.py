@@ -38,6 +38,9 @@ KNOBS: dict[str, tuple[type, str]] = {
     "max_body_bytes": (int, "largest accepted request body (Bifrost default 100 MB)"),
     "embedding_dimensions": (int, "embedding size when a request gives no `dimensions`"),
     "chunk_size": (int, "most requests one batch answers per worker tick"),
+    "bedrock_role_arn": (str, "role ARN used by a Bedrock create without `role_arn` (key `arn`)"),
+    "bedrock_min_records": (int, "fewest records a Bedrock job accepts (Bedrock quota, 100)"),
+    "bedrock_max_records": (int, "most records a Bedrock job accepts (Bedrock quota, 50000)"),
 }
 
 

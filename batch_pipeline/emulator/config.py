@@ -115,6 +115,15 @@ class EmulatorConfig(BaseModel):
     max_body_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     embedding_dimensions: int = Field(default=1536, ge=1, le=8192)
     chunk_size: int = Field(default=1000, ge=1, description="max requests per batch per tick")
+    bedrock_role_arn: str | None = Field(
+        default=None, description="the Bedrock key's `arn`: the role used when a create has none"
+    )
+    bedrock_min_records: int = Field(
+        default=100, ge=1, description="fewer records fail a Bedrock job at validation"
+    )
+    bedrock_max_records: int = Field(
+        default=50_000, ge=1, description="more records fail a Bedrock job at validation"
+    )
     tls_certfile: Path | None = Field(
         default=None, description="serve https with this PEM certificate (needs tls_keyfile)"
     )
@@ -157,5 +166,7 @@ RUNTIME_KNOBS: frozenset[str] = frozenset(
         "retrieve_404_seconds",
         "embedding_dimensions",
         "chunk_size",
+        "bedrock_min_records",
+        "bedrock_max_records",
     }
 )

@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from batch_pipeline.emulator.errors import GOOGLE_STATUS
+
 FAIL_MARKER = re.compile(r"\[\[fail:(\d{3})\]\]")
 ANSWER_MARKER = re.compile(r"\[\[answer:(invalid|schema|refusal)\]\]")
 REFUSAL = "I'm sorry, but I can't help with that request."
@@ -91,6 +93,12 @@ class RequestFailure(Exception):
             }
         }
 
+    def google_error(self) -> dict[str, Any]:
+        """Google's error status: `{code, message, status}` (Gemini and Vertex)."""
+        fallback = "INTERNAL" if self.status >= 500 else "INVALID_ARGUMENT"
+        status = GOOGLE_STATUS.get(self.status, fallback)
+        return {"code": self.status, "message": self.message, "status": status}
+
     def anthropic_error(self) -> dict[str, Any]:
         """Anthropic's error body: `{"type": "error", "error": {type, message}}`."""
         kind = ANTHROPIC_ERRORS.get(self.status, "api_error" if self.status >= 500 else None)
@@ -140,7 +148,7 @@ def reply_words(model: str, prompt: str, variant: int = 0) -> list[str]:
     return words
 
 
-def _reply(
+def reply_text(
     model: str, prompt: str, max_tokens: int | None, variant: int = 0
 ) -> tuple[str, int, bool]:
     """(text, completion tokens, truncated): the full reply ends with '.', one token more."""
@@ -320,7 +328,7 @@ def _chat(
     prompt = prompt_text({"messages": messages})
     choices, completion_tokens = [], 0
     for index in range(n):
-        text, tokens, truncated = _reply(model, prompt, max_tokens, index)
+        text, tokens, truncated = reply_text(model, prompt, max_tokens, index)
         completion_tokens += tokens
         choices.append(
             {
@@ -391,7 +399,7 @@ def _completion(body: dict[str, Any], model: str, seed_key: str, created: int) -
     choices, prompt_tokens, completion_tokens = [], 0, 0
     for index, item in enumerate(prompts):
         item_text = prompt_text({"prompt": item})
-        text, tokens, truncated = _reply(model, item_text, max_tokens)
+        text, tokens, truncated = reply_text(model, item_text, max_tokens)
         prompt_tokens += count_tokens(item_text)
         completion_tokens += tokens
         choices.append(
@@ -452,7 +460,7 @@ def _responses(
     _require(body, "input")
     max_tokens = _positive_int(body, "max_output_tokens", minimum=16)
     prompt = prompt_text({"instructions": body.get("instructions"), "input": body["input"]})
-    text, tokens, truncated = _reply(model, prompt, max_tokens)
+    text, tokens, truncated = reply_text(model, prompt, max_tokens)
     content: dict[str, Any] = {"type": "output_text", "annotations": [], "logprobs": []}
     fmt = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
@@ -549,7 +557,7 @@ def _messages(
             type="invalid_request_error",
         )
     prompt = prompt_text({"system": body.get("system"), "messages": messages})
-    text, tokens, truncated = _reply(model, prompt, max_tokens)
+    text, tokens, truncated = reply_text(model, prompt, max_tokens)
     digest = hashlib.sha256(seed_key.encode()).digest()
     ident = base64.b32encode(digest).decode().rstrip("=").lower()[:22]
     content: list[dict[str, Any]] = [{"type": "text", "text": text}]

@@ -18,8 +18,10 @@ from batch_pipeline.emulator.batches import (
     drop_none,
     json_line,
     seconds,
+    timeline,
 )
 from batch_pipeline.emulator.errors import ApiError, openai_not_found
+from batch_pipeline.emulator.files import ProviderFiles
 from batch_pipeline.emulator.runtime import Runtime
 from batch_pipeline.emulator.store import BatchRecord, derived_id, new_id
 from batch_pipeline.providers import BATCH_ENDPOINTS
@@ -27,6 +29,16 @@ from batch_pipeline.providers import BATCH_ENDPOINTS
 OPENAI_ENDPOINTS = tuple(e for e in BATCH_ENDPOINTS if e != "/v1/messages")
 MAX_REPORTED_ERRORS = 1000
 EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
+# Bifrost's BatchRequestItem: what survives the re-marshalling of an inline item.
+ITEM_KEYS = ("custom_id", "method", "url", "body", "params")
+
+
+def remarshal_item(item: Any) -> dict[str, Any]:
+    """An inline item as Bifrost serialises it: its known keys only, empty ones omitted."""
+    if not isinstance(item, dict):
+        return {"custom_id": ""}
+    kept = {key: item[key] for key in ITEM_KEYS[1:] if item.get(key)}
+    return {"custom_id": item.get("custom_id") or "", **kept}
 
 
 def _invalid(message: str, param: str | None = None, code: str | None = None) -> ApiError:
@@ -57,6 +69,7 @@ class OpenAIBatches(ProviderBatches):
 
     def __init__(self, name: str = "openai") -> None:
         self.name = name
+        self.files = ProviderFiles(name)
 
     def not_found(self, batch_id: str) -> ApiError:
         return openai_not_found(f"No such batch: {batch_id}")
@@ -70,6 +83,21 @@ class OpenAIBatches(ProviderBatches):
 
     # routes
     def create(self, rt: Runtime, body: dict[str, Any]) -> BatchRecord:
+        endpoint, window, metadata = self._check_create(body)
+        file_id = body.get("input_file_id")
+        if body.get("requests") and not file_id:
+            file_id = self._upload_inline(rt, body["requests"])
+        source = rt.store.live_file(file_id, self.name) if isinstance(file_id, str) else None
+        if source is None:
+            raise openai_not_found(f"No such File object: {file_id}")
+        if source.purpose != "batch":
+            raise _invalid(
+                f"The input file {file_id} must be uploaded with purpose 'batch'.", "input_file_id"
+            )
+        return self._new_batch(rt, body, endpoint, window, metadata, file_id)
+
+    def _check_create(self, body: dict[str, Any]) -> tuple[str, str, dict[str, str] | None]:
+        """(endpoint, completion window, metadata) after OpenAI's checks of a create."""
         endpoint = body.get("endpoint")
         if not endpoint:
             raise ApiError(None, "endpoint is required for OpenAI batch API", bifrost=True)
@@ -88,19 +116,20 @@ class OpenAIBatches(ProviderBatches):
                 "completion_window",
                 "invalid_value",
             )
-        metadata = _check_metadata(body.get("metadata"))
-        file_id = body.get("input_file_id")
-        if body.get("requests") and not file_id:
-            file_id = self._upload_inline(rt, body["requests"])
-        source = rt.store.live_file(file_id, self.name) if isinstance(file_id, str) else None
-        if source is None:
-            raise openai_not_found(f"No such File object: {file_id}")
-        if source.purpose != "batch":
-            raise _invalid(
-                f"The input file {file_id} must be uploaded with purpose 'batch'.", "input_file_id"
-            )
-        now = time.time()
-        config = rt.config
+        return str(endpoint), str(window), _check_metadata(body.get("metadata"))
+
+    def _new_batch(
+        self,
+        rt: Runtime,
+        body: dict[str, Any],
+        endpoint: str,
+        window: str,
+        metadata: dict[str, str] | None,
+        file_id: str | None,
+        native: dict[str, Any] | None = None,
+    ) -> BatchRecord:
+        """Store a new `validating` batch."""
+        now, deadline, expires = timeline(rt, window)
         batch = BatchRecord(
             id=new_id("batch_"),
             provider=self.name,
@@ -110,21 +139,23 @@ class OpenAIBatches(ProviderBatches):
             completion_window=window,
             metadata=metadata,
             created_ts=now,
-            deadline_ts=now + config.completion_window_seconds,
-            hidden_until=now + config.retrieve_404_seconds,
+            deadline_ts=deadline,
+            expires_ts=expires,
+            hidden_until=now + rt.config.retrieve_404_seconds,
             status="validating",
+            native=native or {},
         )
         rt.store.save_batch(batch, new=True)
         return batch
 
     def _upload_inline(self, rt: Runtime, requests: Any) -> str:
-        """Bifrost's inline path for OpenAI: items serialised verbatim to `batch_requests.jsonl`."""
+        """Bifrost's inline path for OpenAI: items re-marshalled to `batch_requests.jsonl`."""
         if not isinstance(requests, list):
             raise _invalid("Invalid type for 'requests': expected an array.", "requests")
         file_id = new_id("file-")
         with rt.store.file_data(file_id).open("wb") as target:
             for item in requests:
-                target.write(json_line(item))
+                target.write(json_line(remarshal_item(item)))
         rt.store.register_file(file_id, self.name, "batch_requests.jsonl", "batch")
         return file_id
 
@@ -143,7 +174,7 @@ class OpenAIBatches(ProviderBatches):
                 "request_counts": self._counts(batch),
                 "metadata": batch.metadata,
                 "created_at": seconds(batch.created_ts),
-                "expires_at": seconds(batch.deadline_ts),
+                "expires_at": seconds(batch.expires_ts or batch.deadline_ts),
             }
         )
 
@@ -180,23 +211,7 @@ class OpenAIBatches(ProviderBatches):
                 "batch results not available: output_file_id is empty (batch may not be completed)",
                 bifrost=True,
             )
-        items: list[dict[str, Any]] = []
-        parse_errors: list[dict[str, Any]] = []
-        with rt.store.file_data(batch.output_file_id).open("rb") as source:
-            for number, line in enumerate(source, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    parsed = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    message = f"failed to parse JSONL line {number}: {exc}"
-                    parse_errors.append({"code": "parse_error", "message": message, "line": number})
-                    continue
-                item = {"custom_id": parsed.get("custom_id"), "response": parsed.get("response")}
-                if parsed.get("error") is not None:
-                    item["error"] = parsed["error"]
-                items.append(drop_none(item))
-        return {"batch_id": batch.id, "results": items, "parse_errors": parse_errors}
+        return read_output(rt.store.file_data(batch.output_file_id), batch.id)
 
     # worker hooks
     def input_path(self, rt: Runtime, batch: BatchRecord) -> Path:
@@ -382,3 +397,24 @@ class OpenAIBatches(ProviderBatches):
                 batch.output_file_id = file_id
             else:
                 batch.error_file_id = file_id
+
+
+def read_output(path: Path, batch_id: str) -> dict[str, Any]:
+    """An OpenAI output file as Bifrost's /results: each line's custom_id, response and error."""
+    items: list[dict[str, Any]] = []
+    parse_errors: list[dict[str, Any]] = []
+    with path.open("rb") as source:
+        for number, line in enumerate(source, start=1):
+            if not line.strip():
+                continue
+            try:
+                parsed = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                message = f"failed to parse JSONL line {number}: {exc}"
+                parse_errors.append({"code": "parse_error", "message": message, "line": number})
+                continue
+            item = {"custom_id": parsed.get("custom_id"), "response": parsed.get("response")}
+            if parsed.get("error") is not None:
+                item["error"] = parsed["error"]
+            items.append(drop_none(item))
+    return {"batch_id": batch_id, "results": items, "parse_errors": parse_errors}

@@ -68,7 +68,12 @@ class FileDownload(Response):
     bytes; with `stall` = (after_bytes, seconds) the body pauses once, then completes."""
 
     def __init__(
-        self, path: Path, cut_after: int | None = None, *, stall: tuple[int, float] | None = None
+        self,
+        path: Path,
+        cut_after: int | None = None,
+        *,
+        stall: tuple[int, float] | None = None,
+        content_type: str | None = None,
     ) -> None:
         self.path = path
         self.size = path.stat().st_size
@@ -77,7 +82,7 @@ class FileDownload(Response):
         self.status_code = 200
         self.background = None
         self.raw_headers = [
-            (b"content-type", b"application/octet-stream"),
+            (b"content-type", (content_type or "application/octet-stream").encode()),
             (b"content-length", str(self.size).encode()),
         ]
 

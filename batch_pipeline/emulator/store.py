@@ -32,6 +32,7 @@ class FileRecord(BaseModel):
     created_at: int
     created_ts: float = 0.0
     deleted: bool = False
+    content_type: str | None = None
 
 
 class BatchRecord(BaseModel):
@@ -46,6 +47,7 @@ class BatchRecord(BaseModel):
     metadata: dict[str, str] | None = None
     created_ts: float
     deadline_ts: float
+    expires_ts: float | None = None
     hidden_until: float = 0.0
     status: str
     times: dict[str, float] = Field(default_factory=dict)
@@ -62,6 +64,7 @@ class BatchRecord(BaseModel):
     error_file_id: str | None = None
     errors: list[dict[str, Any]] | None = None
     expire_requested: bool = False
+    native: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def pending(self) -> int:
@@ -142,6 +145,12 @@ class Store:
             write_json_atomic(self.batches_dir / f"{safe_name(batch.id)}.json", batch.model_dump())
             self.batches[batch.id] = batch
 
+    def files_under(self, prefix: str) -> list[FileRecord]:
+        """Live files whose id starts with `prefix` (objects of a simulated bucket), by id."""
+        with self.lock:
+            found = [f for f in self.files.values() if f.id.startswith(prefix) and not f.deleted]
+        return sorted(found, key=lambda f: f.id)
+
     def live_file(self, file_id: str, provider: str) -> FileRecord | None:
         """The file when it exists for this provider and is not deleted."""
         with self.lock:
@@ -170,7 +179,14 @@ class Store:
             found = [f for f in self.files.values() if f.provider == provider and not f.deleted]
         return sorted(found, key=lambda f: (f.created_ts, f.id), reverse=True)
 
-    def register_file(self, file_id: str, provider: str, filename: str, purpose: str) -> FileRecord:
+    def register_file(
+        self,
+        file_id: str,
+        provider: str,
+        filename: str,
+        purpose: str,
+        content_type: str | None = None,
+    ) -> FileRecord:
         """Record a file whose content is already at `file_data(file_id)`."""
         size = self.file_data(file_id).stat().st_size
         now = time.time()
@@ -182,6 +198,7 @@ class Store:
             bytes=size,
             created_at=int(now),
             created_ts=now,
+            content_type=content_type,
         )
         self.save_file(record)
         return record
@@ -201,6 +218,13 @@ class Store:
         self.save_file(record)
         if not self.referenced_by_active_batch(record.id):
             self.file_data(record.id).unlink(missing_ok=True)
+
+    def forget_batch(self, batch_id: str) -> None:
+        """Delete a batch and its side files (Gemini's batches.delete)."""
+        with self.lock:
+            self.batches.pop(batch_id, None)
+            for path in self.batches_dir.glob(f"{safe_name(batch_id)}.*"):
+                path.unlink(missing_ok=True)
 
     def clear(self) -> None:
         """Forget every file and batch (admin reset)."""

@@ -106,7 +106,7 @@ class BatchWorker:
                 self._process(provider, batch)
         elif batch.status == "finalizing":
             if now >= batch.times.get("finalizing_at", now) + config.finalizing_delay:
-                self._finish(provider, batch, provider.completed_status)
+                self._finish(provider, batch, provider.final_status(batch))
         elif (
             batch.status == "cancelling"
             and now >= batch.times.get("cancelling_at", now) + config.cancel_delay
@@ -135,7 +135,7 @@ class BatchWorker:
                     batch.stamp("finalizing_at", time.time())
                     self._rt.store.save_batch(batch)
                     return
-            self._finish(provider, batch, provider.completed_status)
+            self._finish(provider, batch, provider.final_status(batch))
 
     def _drain(self, provider: ProviderBatches, batch: BatchRecord, reason: GiveUpReason) -> None:
         """Give up on every request not answered yet (expiry or cancel)."""

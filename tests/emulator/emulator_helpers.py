@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import jsonschema
@@ -100,7 +101,7 @@ def create_openai_batch(
 
 def retrieve(client: httpx.Client, batch_id: str, provider: str = "openai") -> dict[str, Any]:
     """GET a batch and validate the body."""
-    response = client.get(f"/v1/batches/{batch_id}", params={"provider": provider})
+    response = client.get(f"/v1/batches/{quote(batch_id, safe='')}", params={"provider": provider})
     assert response.status_code == 200, response.text
     return check_schema(response.json(), "BatchRetrieveResponse")
 
@@ -124,7 +125,7 @@ def wait_progress(
     """Poll the admin record until at least `minimum` requests were processed."""
     deadline = time.monotonic() + timeout
     while True:
-        record = client.get(f"/_emulator/batches/{batch_id}").json()
+        record = client.get(f"/_emulator/batches/{quote(batch_id, safe='')}").json()
         if record["processed"] >= minimum:
             return record
         assert time.monotonic() < deadline, f"batch {batch_id} made no progress"
@@ -136,3 +137,13 @@ def download(client: httpx.Client, file_id: str, provider: str = "openai") -> li
     response = client.get(f"/v1/files/{file_id}/content", params={"provider": provider})
     assert response.status_code == 200, response.text
     return parse_jsonl(response.content)
+
+
+def path_id(ident: str) -> str:
+    """An id percent-encoded for a path segment (`batches/x` -> `batches%2Fx`)."""
+    return quote(ident, safe="")
+
+
+def results(client: httpx.Client, batch_id: str, provider: str) -> httpx.Response:
+    """GET /v1/batches/{id}/results for a provider."""
+    return client.get(f"/v1/batches/{path_id(batch_id)}/results", params={"provider": provider})

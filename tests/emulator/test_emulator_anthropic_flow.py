@@ -16,7 +16,11 @@ MODEL = "anthropic/claude-3-5-haiku-latest"
 def _request(custom_id: str, text: str, max_tokens: int = 64) -> dict:
     return {
         "custom_id": custom_id,
-        "params": {"max_tokens": max_tokens, "messages": [{"role": "user", "content": text}]},
+        "params": {
+            "model": "claude-3-5-haiku-latest",
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": text}],
+        },
     }
 
 
@@ -133,3 +137,14 @@ def test_fingerprint_counter_and_retrieve_404_quirk(emulator_factory, client_for
     counters = http.get("/_emulator/counters").json()
     assert counters["batches_by_fingerprint"] == {fingerprint_requests(requests): 1}
     assert counters["faults_fired"]["retrieve_404"] >= 1
+
+
+def test_params_model_is_not_filled_in(http: httpx.Client) -> None:
+    """Bifrost forwards `params` as sent: without a model, Anthropic errors the request."""
+    item = _request("nomodel", "hello")
+    del item["params"]["model"]
+    created = _create(http, [item, _request("withmodel", "hello")])
+    wait_terminal(http, created["id"], "anthropic")
+    body = http.get(f"/v1/batches/{created['id']}/results", params=ANTHROPIC).json()
+    types = {i["custom_id"]: i["result"]["type"] for i in body["results"]}
+    assert types == {"nomodel": "errored", "withmodel": "succeeded"}
