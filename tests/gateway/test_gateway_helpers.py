@@ -311,9 +311,7 @@ def test_view_done_flag_makes_an_unknown_status_terminal() -> None:
         ("bedrock", "s3://out/", "results_endpoint"),
     ],
 )
-def test_where_a_views_results_are(
-    provider: str, output_file_id: str | None, source: str
-) -> None:
+def test_where_a_views_results_are(provider: str, output_file_id: str | None, source: str) -> None:
     batch = BatchRetrieveResponse(id="b", status="completed", output_file_id=output_file_id)
     assert BatchView.of(batch, provider).results_source == source
 
