@@ -8,44 +8,29 @@ collect asset checks. `results_to_parquet` is the gateway-free conversion: one r
 from __future__ import annotations
 
 import gzip
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, cast
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
-from batch_pipeline.prices import Price
+from batch_pipeline.results.blocks import LineBlock, blocks_of_lines, read_blocks
+from batch_pipeline.results.context import BatchContext
 from batch_pipeline.results.normalize import (
     Outcome,
     classify_item,
     dump_json,
     error_outcome,
-    parse_json,
     recover_custom_id,
 )
-from batch_pipeline.results.structured import StructuredOutput
+from batch_pipeline.results.rows import BlockScan, LineRow, RowMaker, raw_text, scan_ahead
 from batch_pipeline.results.writer import PartitionWriter, WriterStats
 
 UNPARSEABLE_REFS_KEPT = 5
-
-
-@dataclass(frozen=True, slots=True)
-class BatchContext:
-    """What the rows of one batch share; None where it is not known (e.g. no gateway).
-
-    `price` prices each result's tokens (cost_usd); `structured` checks each result's answer
-    against a template's response_format (a bad one becomes a `parse` error).
-    """
-
-    batch_id: str | None
-    provider: str | None
-    model: str | None = None
-    endpoint: str | None = None
-    price: Price | None = None
-    structured: StructuredOutput | None = None
 
 
 class CollectStats(BaseModel):
@@ -65,96 +50,6 @@ class CollectStats(BaseModel):
     by_stage: dict[str, int]
 
 
-class _RowEmitter:
-    """Adds the batch context to classified outcomes and hands them to the writer."""
-
-    def __init__(self, writer: PartitionWriter, ctx: BatchContext):
-        self.writer = writer
-        self.ctx = ctx
-        self.results = 0
-        self.by_stage: Counter[str] = Counter()
-
-    def emit(
-        self,
-        outcome: Outcome,
-        custom_id: str | None,
-        input_line: int | None,
-        raw: bytes | str | Mapping[str, Any] | None,
-    ) -> None:
-        """Write one row; `raw` (the line or item) is rendered only for error rows."""
-        row = outcome.row
-        ctx = self.ctx
-        if outcome.is_result and ctx.structured is not None:
-            answer, problem = ctx.structured.answer(row["response"], row["output_text"])
-            if problem is not None:
-                outcome = error_outcome("parse", "invalid_answer", problem, retryable=False)
-                outcome.row["status_code"] = row["status_code"]
-                raw, row = row["output_text"], outcome.row
-            else:
-                row["output_text"] = answer
-        if outcome.is_result:
-            prompt, completion = row["prompt_tokens"], row["completion_tokens"]
-            cost = (
-                ctx.price.cost(prompt or 0, completion or 0)
-                if ctx.price is not None and (prompt is not None or completion is not None)
-                else None
-            )
-            self.writer.append_result(
-                (
-                    custom_id,
-                    input_line,
-                    ctx.batch_id,
-                    ctx.provider,
-                    ctx.model if ctx.model is not None else row["model"],
-                    ctx.endpoint if ctx.endpoint is not None else row["endpoint"],
-                    row["status_code"],
-                    row["request_id"],
-                    row["output_text"],
-                    row["finish_reason"],
-                    row["embedding"],
-                    row["prompt_tokens"],
-                    row["completion_tokens"],
-                    row["total_tokens"],
-                    row["cached_tokens"],
-                    row["reasoning_tokens"],
-                    cost,
-                    row["body"],
-                )
-            )
-            self.results += 1
-        else:
-            self.writer.append_error(
-                (
-                    custom_id,
-                    input_line,
-                    ctx.batch_id,
-                    ctx.provider,
-                    row["stage"],
-                    row["status_code"],
-                    row["error_code"],
-                    row["error_message"],
-                    row["retryable"],
-                    _raw_text(raw),
-                )
-            )
-            self.by_stage[row["stage"]] += 1
-
-    @property
-    def errors(self) -> int:
-        return sum(self.by_stage.values())
-
-
-def _raw_text(raw: bytes | str | Mapping[str, Any] | None) -> str | None:
-    """The `raw` column: the line as text (invalid UTF-8 replaced, no line ending) or the item
-    as JSON text."""
-    if raw is None:
-        return None
-    if isinstance(raw, Mapping):
-        raw = dump_json(raw)
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    return text.rstrip("\r\n")
-
-
 class BatchCollector:
     """Collects one batch's provider output into a PartitionWriter, one row per expected request.
 
@@ -166,10 +61,13 @@ class BatchCollector:
     def __init__(
         self, writer: PartitionWriter, ctx: BatchContext, expected: Mapping[str, int]
     ) -> None:
-        self._emitter = _RowEmitter(writer, ctx)
+        self._rows = RowMaker(writer, ctx)
         self._ctx = ctx
         self._expected = expected
-        self._seen: set[str] = set()
+        self._ids = pa.array(list(expected), pa.string())
+        self._lines = np.fromiter(expected.values(), dtype=np.int64, count=len(expected))
+        self._seen = np.zeros(len(expected), dtype=bool)
+        self._slots: dict[str, int] | None = None  # custom_id -> index, built when first needed
         # Requests known only from an unreadable line: written in finish() unless a readable
         # line for them turns up first (a truncated copy must not hide a real result).
         self._pending_parse: dict[str, tuple[Outcome, str | None]] = {}
@@ -182,17 +80,51 @@ class BatchCollector:
     def add_lines(self, lines: Iterable[bytes | str], *, source: str) -> None:
         """Add the lines of an OpenAI output or error file (or /results items, one per line);
         `source` names the file in messages."""
+        self.add_blocks(blocks_of_lines(lines), source=source)
+
+    def add_blocks(self, blocks: Iterable[LineBlock], *, source: str) -> None:
+        """add_lines for lines already read in blocks (blocks.read_blocks)."""
         self._check_open()
-        for number, line in enumerate(lines, 1):
-            item, custom_id = _read_line(line)
-            if item is _BLANK:
-                continue
-            if custom_id:
-                input_line = self._claim(custom_id)
-                if input_line is not None:
-                    self._emitter.emit(classify_item(item), custom_id, input_line, line)
-            else:
-                self._add_unreadable(line, f"{source}:{number}")
+        for found in scan_ahead(blocks):
+            self._add_block(found, source)
+
+    def _add_block(self, found: BlockScan, source: str) -> None:
+        block = found.block
+        lines, ids = found.readable()
+        slots = pc.fill_null(pc.index_in(ids, value_set=self._ids), -1).to_numpy()
+        known = slots >= 0
+        self._unknown += int((~known).sum())
+        claimed = np.zeros(len(slots), dtype=bool)
+        known_at = np.flatnonzero(known)
+        _, first = np.unique(slots[known_at], return_index=True)
+        firsts = known_at[first]
+        claimed[firsts[~self._seen[slots[firsts]]]] = True
+        self._duplicates += int(known.sum() - claimed.sum())
+        seen_before = self._seen.copy() if found.unreadable() else None
+        self._seen[slots[claimed]] = True
+        claimed_ids = ids.filter(pa.array(claimed)).to_pylist() if self._pending_parse else []
+        for custom_id in claimed_ids:
+            if self._pending_parse.pop(custom_id, None) is not None:
+                self._duplicates += 1  # the unreadable copy is dropped for this readable one
+        if seen_before is not None:
+            claim_line = dict(zip(slots[claimed].tolist(), lines[claimed].tolist(), strict=True))
+            for index in found.unreadable():
+                ref = f"{source}:{block.first_number + index}"
+                self._add_unreadable(block.line(index), ref, seen_before, claim_line)
+        claimed_lines = lines[claimed]
+        fast = found.decoded.found.lines
+        is_fast = np.isin(claimed_lines, fast)
+        positions = np.searchsorted(fast, claimed_lines[is_fast])
+        input_line = pa.array(self._lines[slots[claimed][is_fast]], pa.int64())
+        line_rows = []
+        for index, slot in zip(
+            claimed_lines[~is_fast].tolist(), slots[claimed][~is_fast].tolist(), strict=True
+        ):
+            item, custom_id = found.parsed[index]
+            line = block.line(index)
+            row = LineRow(index, classify_item(item, line), custom_id, int(self._lines[slot]), line)
+            line_rows.append(row)
+        self._rows.write_block(found, positions, input_line, line_rows)
 
     def add_items(self, items: Iterable[Mapping[str, Any] | BaseModel]) -> None:
         """Add Bifrost `/results` items: BatchResultItem dicts, or the gateway's pydantic
@@ -208,7 +140,7 @@ class BatchCollector:
             if isinstance(custom_id, str) and custom_id:
                 input_line = self._claim(custom_id)
                 if input_line is not None:
-                    self._emitter.emit(classify_item(item), custom_id, input_line, item)
+                    self._rows.emit(classify_item(item), custom_id, input_line, item)
             else:
                 self._add_unreadable(dump_json(item), f"results item {index}")
 
@@ -220,28 +152,34 @@ class BatchCollector:
         self._check_open()
         self._finished = True
         for custom_id, (outcome, raw) in self._pending_parse.items():
-            self._seen.add(custom_id)
-            self._emitter.emit(outcome, custom_id, self._expected[custom_id], raw)
-        missing = sorted(
-            (line, cid) for cid, line in self._expected.items() if cid not in self._seen
-        )
-        if missing:
+            self._seen[self._slot(custom_id)] = True
+            self._rows.emit(outcome, custom_id, self._expected[custom_id], raw)
+        unseen = np.flatnonzero(~self._seen)
+        if len(unseen):
             template = self._missing_outcome(status, batch_errors)
+            ids = self._ids.take(pa.array(unseen)).to_pylist()
+            missing = sorted(zip(self._lines[unseen].tolist(), ids, strict=True))
             for input_line, custom_id in missing:
                 outcome = Outcome(False, dict(template.row))
-                self._emitter.emit(outcome, custom_id, input_line, None)
+                self._rows.emit(outcome, custom_id, input_line, None)
         return CollectStats(
             batch_id=self._ctx.batch_id,
             expected=len(self._expected),
-            seen=len(self._seen),
-            results=self._emitter.results,
-            errors=self._emitter.errors,
+            seen=int(self._seen.sum()),
+            results=self._rows.results,
+            errors=self._rows.errors,
             duplicates_ignored=self._duplicates,
             unknown_ids_ignored=self._unknown,
             unparseable_lines=self._unparseable,
             unparseable_refs=list(self._unparseable_refs),
-            by_stage=dict(self._emitter.by_stage),
+            by_stage=dict(self._rows.by_stage),
         )
+
+    def _slot(self, custom_id: str) -> int:
+        """Where an expected custom_id sits in this collector's arrays."""
+        if self._slots is None:
+            self._slots = {cid: slot for slot, cid in enumerate(self._expected)}
+        return self._slots[custom_id]
 
     def _claim(self, custom_id: str) -> int | None:
         """The input line of an expected custom_id seen for the first time; None (and counted)
@@ -250,17 +188,27 @@ class BatchCollector:
         if input_line is None:
             self._unknown += 1
             return None
-        if custom_id in self._seen:
+        slot = self._slot(custom_id)
+        if self._seen[slot]:
             self._duplicates += 1
             return None
         if self._pending_parse.pop(custom_id, None) is not None:
             self._duplicates += 1  # the unreadable copy is dropped for this readable one
-        self._seen.add(custom_id)
+        self._seen[slot] = True
         return input_line
 
-    def _add_unreadable(self, line: bytes | str, ref: str) -> None:
+    def _add_unreadable(
+        self,
+        line: bytes | str,
+        ref: str,
+        seen_before: np.ndarray | None = None,
+        claim_line: dict[int, int] | None = None,
+    ) -> None:
         """A line that is not JSON or has no custom_id: a parse row when its custom_id can still
-        be read from the text, else only counted (finish() then reports the request missing)."""
+        be read from the text, else only counted (finish() then reports the request missing).
+
+        Within a block (given the seen state before it and the line each id was claimed at
+        in it), a readable line after this one wins over it as well, as if read in order."""
         custom_id = recover_custom_id(line)
         if custom_id is None:
             self._unparseable += 1
@@ -269,12 +217,16 @@ class BatchCollector:
             return
         if custom_id not in self._expected:
             self._unknown += 1
-        elif custom_id in self._seen or custom_id in self._pending_parse:
-            self._duplicates += 1
+            return
+        slot = self._slot(custom_id)
+        seen = self._seen if seen_before is None else seen_before
+        claimed_here = None if claim_line is None else claim_line.get(slot)
+        if seen[slot] or custom_id in self._pending_parse or claimed_here is not None:
+            self._duplicates += 1  # before or after its readable copy, one row: the readable
         else:
             message = f"{ref}: result line is not a valid JSON object with a custom_id"
             outcome = error_outcome("parse", "unparseable_line", message, retryable=True)
-            self._pending_parse[custom_id] = (outcome, _raw_text(line))
+            self._pending_parse[custom_id] = (outcome, raw_text(line))
 
     def _missing_outcome(self, status: str, batch_errors: Sequence[Mapping[str, Any]]) -> Outcome:
         """The error row every unaccounted request of a batch gets, by the batch's status."""
@@ -330,45 +282,36 @@ def _batch_failure(batch_errors: Sequence[Mapping[str, Any]]) -> tuple[str, str]
     )
 
 
-_BLANK = object()
-
-
-def _read_line(line: bytes | str) -> tuple[Any, str | None]:
-    """A result line parsed (None: not valid JSON, _BLANK: blank) and its custom_id when usable.
-    Blankness is checked only when parsing fails: the hot path parses once and copies nothing."""
-    try:
-        item = parse_json(line)
-    except ValueError:
-        return (_BLANK if not line.strip() else None), None
-    custom_id = item.get("custom_id") if isinstance(item, dict) else None
-    return item, custom_id if isinstance(custom_id, str) and custom_id else None
-
-
 class _LineConverter:
     """results_to_parquet's row maker: every non-blank line becomes exactly one row."""
 
     def __init__(self, writer: PartitionWriter, provider: str | None):
-        self._emitter = _RowEmitter(writer, BatchContext(batch_id=None, provider=provider))
+        self._rows = RowMaker(writer, BatchContext(batch_id=None, provider=provider))
 
-    def add_lines(self, lines: Iterable[bytes], source: str) -> None:
-        emit = self._emitter.emit
-        for number, line in enumerate(lines, 1):
-            item, custom_id = _read_line(line)
-            if item is _BLANK:
-                continue
-            if custom_id:
-                emit(classify_item(item), custom_id, None, line)
-                continue
-            if item is None:
-                reason = "not valid JSON"
-            elif isinstance(item, dict):
-                reason = "no custom_id"
-            else:
-                reason = "not a JSON object"
-            outcome = error_outcome(
-                "parse", "unparseable_line", f"{source}:{number}: {reason}", retryable=True
-            )
-            emit(outcome, recover_custom_id(line), None, line)
+    def add_blocks(self, blocks: Iterable[LineBlock], source: str) -> None:
+        for found in scan_ahead(blocks):
+            block = found.block
+            line_rows = []
+            for index, (item, custom_id) in sorted(found.parsed.items()):
+                line = block.line(index)
+                if custom_id:
+                    line_rows.append(
+                        LineRow(index, classify_item(item, line), custom_id, None, line)
+                    )
+                    continue
+                if item is None:
+                    reason = "not valid JSON"
+                elif isinstance(item, dict):
+                    reason = "no custom_id"
+                else:
+                    reason = "not a JSON object"
+                number = block.first_number + index
+                outcome = error_outcome(
+                    "parse", "unparseable_line", f"{source}:{number}: {reason}", retryable=True
+                )
+                line_rows.append(LineRow(index, outcome, recover_custom_id(line), None, line))
+            count = len(found.decoded.found)
+            self._rows.write_block(found, np.arange(count), pa.nulls(count, pa.int64()), line_rows)
 
 
 def results_to_parquet(
@@ -391,7 +334,7 @@ def results_to_parquet(
         converter = _LineConverter(writer, provider)
         for path in paths:
             with _open_lines(path) as handle:
-                converter.add_lines(handle, str(path))
+                converter.add_blocks(read_blocks(handle), str(path))
     return writer.stats
 
 
@@ -399,4 +342,4 @@ def _open_lines(path: Path) -> IO[bytes]:
     """Open a JSONL file for binary line reading, transparently gunzipping `.gz`."""
     if path.suffix == ".gz":
         return cast(IO[bytes], gzip.open(path, "rb"))
-    return path.open("rb", buffering=1024 * 1024)
+    return path.open("rb", buffering=0)

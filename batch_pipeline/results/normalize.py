@@ -8,15 +8,15 @@ input_line, batch_id, provider, ...). Hot path of every collect, so plain dicts,
 
 from __future__ import annotations
 
-import array
-import base64
 import json
 import re
-import sys
 from collections.abc import Mapping
+from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
 
 import orjson
+
+from batch_pipeline.results.shapes import SHAPES
 
 # Provider finish/stop reasons -> the normalized vocabulary (lower-cased lookup; unknown values
 # pass through lower-cased so nothing is lost).
@@ -61,6 +61,8 @@ _RETRYABLE_CODES = frozenset(
 # gRPC status codes (Gemini reports them as numbers) that mean "try again".
 _RETRYABLE_GRPC_CODES = frozenset({4, 8, 10, 13, 14})
 
+_JSON_DECODER = json.JSONDecoder()
+_JSON_SPACE = " \t\n\r"
 _CUSTOM_ID_RE = re.compile(rb'"custom_id"\s*:\s*("(?:[^"\\\r\n]|\\.){1,512}")')
 
 
@@ -87,6 +89,50 @@ def dump_json(value: Any) -> bytes:
         return orjson.dumps(value)
     except TypeError:  # integers beyond 64 bits, lone surrogates: the stdlib keeps them exactly
         return json.dumps(value, separators=(",", ":")).encode()
+
+
+def value_text(line: bytes | str, path: tuple[str, ...]) -> bytes | None:
+    """The exact JSON text of the value at `path` (object keys; the last of repeated keys, as
+    the parsers keep) in a line of JSON, or None when it is not there or not readable."""
+    try:
+        text = line.decode("utf-8") if isinstance(line, bytes) else line
+        span = _value_span(text, _skip_space(text, 0), path)
+        return None if span is None else text[span[0] : span[1]].encode("utf-8")
+    except (ValueError, IndexError):  # UnicodeError is a ValueError
+        return None
+
+
+def _skip_space(text: str, position: int) -> int:
+    while text[position] in _JSON_SPACE:
+        position += 1
+    return position
+
+
+def _value_span(text: str, position: int, path: tuple[str, ...]) -> tuple[int, int] | None:
+    """Span of the value at `path` inside the object starting at `position`."""
+    if text[position] != "{":
+        return None
+    span: tuple[int, int] | None = None
+    position = _skip_space(text, position + 1)
+    if text[position] == "}":
+        return None
+    while True:
+        if text[position] != '"':
+            raise ValueError("expected a key")
+        key, position = scanstring(text, position + 1)
+        position = _skip_space(text, position)
+        if text[position] != ":":
+            raise ValueError("expected ':'")
+        start = _skip_space(text, position + 1)
+        _, end = _JSON_DECODER.raw_decode(text, start)
+        if key == path[0]:
+            span = (start, end) if len(path) == 1 else _value_span(text, start, path[1:])
+        position = _skip_space(text, end)
+        if text[position] == "}":
+            return span
+        if text[position] != ",":
+            raise ValueError("expected ',' or '}'")
+        position = _skip_space(text, position + 1)
 
 
 def recover_custom_id(raw: bytes | str) -> str | None:
@@ -128,18 +174,24 @@ def is_retryable_code(code: str | None) -> bool:
     return code.lower() in _RETRYABLE_CODES
 
 
-def classify_item(item: Mapping[str, Any]) -> Outcome:
-    """Decide what a result item (with a custom_id) means and extract its row columns."""
+def classify_item(item: Mapping[str, Any], line: bytes | str | None = None) -> Outcome:
+    """Decide what a result item (with a custom_id) means and extract its row columns.
+
+    `line`, the JSON text the item was parsed from, makes the body column the body's exact
+    text in it; without it the body is the parsed body written back as compact JSON.
+    """
     result = item.get("result")
     if isinstance(result, dict):
-        return _from_anthropic_result(item, result)
+        return _from_anthropic_result(item, result, line)
     response = item.get("response")
     error = item.get("error")
     if isinstance(response, dict) and response.get("status_code") is not None:
         status = _as_int(response.get("status_code"))
         request_id = _as_str(response.get("request_id"))
         if status is not None and 200 <= status < 300 and not error:
-            return Outcome(True, success_columns(response.get("body"), status, request_id))
+            body = response.get("body")
+            text = value_text(line, ("response", "body")) if line is not None else None
+            return Outcome(True, success_columns(body, status, request_id, text))
         return _from_http_error(status, response.get("body"), error)
     if isinstance(error, dict):
         return _from_error_object(error)
@@ -169,8 +221,11 @@ def error_outcome(
     )
 
 
-def success_columns(body: Any, status: int | None, request_id: str | None) -> dict[str, Any]:
-    """Columns of a results row from a successful response body of any supported endpoint."""
+def success_columns(
+    body: Any, status: int | None, request_id: str | None, text: bytes | None = None
+) -> dict[str, Any]:
+    """Columns of a results row from a successful response body of any supported endpoint;
+    `text` is the body's own JSON text when known (else the body is written back as JSON)."""
     row: dict[str, Any] = {
         "status_code": status,
         "request_id": request_id,
@@ -182,7 +237,7 @@ def success_columns(body: Any, status: int | None, request_id: str | None) -> di
         "total_tokens": None,
         "cached_tokens": None,
         "reasoning_tokens": None,
-        "body": dump_json(body),
+        "body": text if text is not None else dump_json(body),
         "response": body,  # the parsed body, for a structured answer (not a column)
         "model": None,
         "endpoint": None,
@@ -196,31 +251,14 @@ def _fill_from_body(row: dict[str, Any], body: dict[str, Any]) -> None:
     """Recognize the body by its shape (works without knowing the endpoint) and fill the row."""
     model = body.get("model")
     row["model"] = model if isinstance(model, str) else None
-    choices = body.get("choices")
-    if isinstance(choices, list):
-        choice = choices[0] if choices and isinstance(choices[0], dict) else {}
-        message = choice.get("message")
-        if isinstance(message, dict):
-            row["endpoint"] = "/v1/chat/completions"
-            content = message.get("content")
-            row["output_text"] = content if type(content) is str else _text_blocks(content)
-        else:
-            row["endpoint"] = "/v1/completions"
-            row["output_text"] = _as_str(choice.get("text"))
-        row["finish_reason"] = normalize_finish_reason(choice.get("finish_reason"))
-    elif isinstance(body.get("data"), list):
-        row["endpoint"] = "/v1/embeddings"
-        row["embedding"] = _first_embedding(body["data"])
-    elif body.get("object") == "response" or isinstance(body.get("output"), list):
-        row["endpoint"] = "/v1/responses"
-        row["output_text"], row["finish_reason"] = _responses_text_and_reason(body)
-    elif body.get("type") == "message" or isinstance(body.get("content"), list):
-        row["endpoint"] = "/v1/messages"
-        row["output_text"] = _text_blocks(body.get("content"))
-        row["finish_reason"] = normalize_finish_reason(body.get("stop_reason"))
-    elif "text" in body:  # Bifrost's flattened Gemini summary {text, finish_reason, usage}
-        row["output_text"] = _as_str(body.get("text"))
-        row["finish_reason"] = normalize_finish_reason(body.get("finish_reason"))
+    for shape in SHAPES:
+        if shape.claims(body):
+            answer = shape.read(body)
+            row["endpoint"] = answer.endpoint
+            row["output_text"] = answer.output_text
+            row["finish_reason"] = normalize_finish_reason(answer.finish_reason)
+            row["embedding"] = answer.embedding
+            break
     usage = body.get("usage")
     if isinstance(usage, dict):
         _fill_tokens(row, usage)
@@ -262,59 +300,6 @@ def _fill_tokens(row: dict[str, Any], usage: dict[str, Any]) -> None:
     )
 
 
-def _text_blocks(blocks: Any, kinds: tuple[str, ...] = ("text",)) -> str | None:
-    """Concatenated `text` of the blocks whose type is one of `kinds`; None when there is none."""
-    if not isinstance(blocks, list):
-        return None
-    texts = [
-        block["text"]
-        for block in blocks
-        if isinstance(block, dict)
-        and block.get("type") in kinds
-        and isinstance(block.get("text"), str)
-    ]
-    return "".join(texts) if texts else None
-
-
-def _responses_text_and_reason(body: dict[str, Any]) -> tuple[str | None, str | None]:
-    """Text of the output_text parts of a Responses API body, and its normalized finish reason."""
-    parts: list[str] = []
-    called_tool = False
-    for item in body.get("output") or ():
-        if not isinstance(item, dict):
-            continue
-        if item.get("type") == "function_call":
-            called_tool = True
-        text = _text_blocks(item.get("content"), ("output_text",))
-        if text is not None:
-            parts.append(text)
-    status = body.get("status")
-    if status == "incomplete":
-        details = body.get("incomplete_details")
-        reason = normalize_finish_reason(
-            details.get("reason") if isinstance(details, dict) else None
-        )
-    elif status == "completed":
-        reason = "tool_calls" if called_tool else "stop"
-    else:
-        reason = normalize_finish_reason(status)
-    return ("".join(parts) if parts else None), reason
-
-
-def _first_embedding(data: list[Any]) -> list[float] | None:
-    """data[0].embedding as floats; base64 (encoding_format=base64) is little-endian float32."""
-    first = data[0] if data and isinstance(data[0], dict) else {}
-    vector = first.get("embedding")
-    if isinstance(vector, list):
-        return vector
-    if isinstance(vector, str):
-        floats = array.array("f", base64.b64decode(vector))
-        if sys.byteorder == "big":
-            floats.byteswap()
-        return floats.tolist()
-    return None
-
-
 def _from_http_error(status: int | None, body: Any, error: Any) -> Outcome:
     """A response with a non-2xx status (OpenAI error file, Bedrock record errors)."""
     code, message = _body_error(body)
@@ -353,11 +338,14 @@ def _from_error_object(error: dict[str, Any]) -> Outcome:
     return error_outcome("request", code, message, retryable=is_retryable_code(code))
 
 
-def _from_anthropic_result(item: Mapping[str, Any], result: dict[str, Any]) -> Outcome:
+def _from_anthropic_result(
+    item: Mapping[str, Any], result: dict[str, Any], line: bytes | str | None
+) -> Outcome:
     """Anthropic-style `result: {type, message | error}` items."""
     kind = result.get("type")
     if kind == "succeeded":
-        return Outcome(True, success_columns(result.get("message"), None, None))
+        text = value_text(line, ("result", "message")) if line is not None else None
+        return Outcome(True, success_columns(result.get("message"), None, None, text))
     if kind == "errored":
         code, message = _anthropic_error(item, result)
         return error_outcome("request", code, message, retryable=is_retryable_code(code))

@@ -17,12 +17,13 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
@@ -54,6 +55,7 @@ _PROMPT, _COMPLETION, _TOTAL = (
     RESULT_COLUMNS.index(name) for name in ("prompt_tokens", "completion_tokens", "total_tokens")
 )
 _STAGE = ERROR_COLUMNS.index("stage")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class WriterStats(BaseModel):
@@ -177,16 +179,32 @@ class _TableSink:
         """Write the buffered rows as one record batch (a Parquet row group)."""
         if not self._rows or self._writer is None or self._executor is None:
             return
-        count = len(self._rows)
         arrays = [
             pa.array(values, type=type_)
             for values, type_ in zip(zip(*self._rows, strict=True), self._types, strict=True)
         ]
         arrays.append(self._text.to_array())
-        arrays.extend(pa.repeat(value, count) for value in self._constants)
         self._rows.clear()
         self._text = _TextBuffer()  # the batch still references the old buffer's memory
         self._embedding_bytes = 0
+        self._write(arrays)
+
+    def append_table(self, table: pa.Table) -> None:
+        """Write rows given as columns (`columns` order, maybe more columns after them), after
+        the rows buffered so far, in record batches of at most `rows_per_batch` rows."""
+        self.flush()
+        self.rows += table.num_rows
+        for start in range(0, table.num_rows, self._rows_per_batch):
+            part = table.slice(start, self._rows_per_batch)
+            columns = (part.column(i) for i in range(len(self._types) + 1))
+            self._write([c.chunk(0) if c.num_chunks == 1 else c.combine_chunks() for c in columns])
+
+    def _write(self, arrays: list[pa.Array]) -> None:
+        """Hand one batch (the row columns; the partition columns are added) to the writer
+        thread, once the batch before it is written."""
+        assert self._writer is not None and self._executor is not None
+        count = len(arrays[0])
+        arrays = [*arrays, *(pa.repeat(value, count) for value in self._constants)]
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
         self._wait()
         self._pending = self._executor.submit(self._writer.write_batch, batch)
@@ -256,10 +274,12 @@ class PartitionWriter:
         if rows_per_batch < 1 or max_batch_bytes < 1:
             raise ValueError("rows_per_batch and max_batch_bytes must be positive")
         self.collected_at = collected_at.astimezone(UTC)
+        # (as microseconds: a datetime would make pyarrow import pandas, 0.2 s)
+        micros = (self.collected_at - _EPOCH) // timedelta(microseconds=1)
         self._constants = (
             pa.scalar(original_file, pa.string()),
             pa.scalar(attempt, pa.int32()),
-            pa.scalar(self.collected_at, COLLECTED_AT_TYPE),
+            pa.scalar(micros, COLLECTED_AT_TYPE),
         )
         self._results = _TableSink(
             results_path, RESULTS_SCHEMA, RESULT_COLUMNS, rows_per_batch, max_batch_bytes
@@ -357,6 +377,28 @@ class PartitionWriter:
         self._errors.append(values)
         self._errors_by_stage[values[_STAGE]] += 1
 
+    def write_results(self, table: pa.Table) -> None:
+        """Add results rows given as a table whose first columns are RESULT_COLUMNS."""
+        if not self._open:
+            raise RuntimeError("PartitionWriter used outside its `with` block")
+        if not table.num_rows:
+            return
+        self._results.append_table(table)
+        self._prompt_tokens += _total(table.column("prompt_tokens"))
+        self._completion_tokens += _total(table.column("completion_tokens"))
+        self._total_tokens += _total(table.column("total_tokens"))
+
+    def write_errors(self, table: pa.Table) -> None:
+        """Add errors rows given as a table whose first columns are ERROR_COLUMNS, stages
+        already valid."""
+        if not self._open:
+            raise RuntimeError("PartitionWriter used outside its `with` block")
+        if not table.num_rows:
+            return
+        self._errors.append_table(table)
+        for entry in pc.value_counts(table.column("stage")).to_pylist():
+            self._errors_by_stage[entry["values"]] += entry["counts"]
+
     @property
     def stats(self) -> WriterStats:
         """Counts and token sums of the rows added so far."""
@@ -368,6 +410,11 @@ class PartitionWriter:
             completion_tokens=self._completion_tokens,
             total_tokens=self._total_tokens,
         )
+
+
+def _total(column: pa.ChunkedArray) -> int:
+    """Sum of an integer column, nulls skipped (0 for none)."""
+    return int(pc.sum(column).as_py() or 0)
 
 
 def _check_columns(row: dict[str, Any], names: tuple[str, ...], table: str) -> None:
