@@ -52,6 +52,10 @@ class ProviderTraits(BaseModel):
     min_requests_per_batch: int = 1
     # Bifrost forwards the body unchanged: the pipeline writes the model's native body
     native_bodies: bool = False
+    # A `failed` batch may still hold results (Bedrock's PartiallyCompleted reads as failed)
+    results_when_failed: bool = False
+    # Results items may name a request by its position (`request-<n>`) instead of its id
+    positional_ids: bool = False
 
     def custom_id_allowed(self, custom_id: str) -> bool:
         """True when the provider accepts this custom_id (Anthropic restricts the alphabet)."""
@@ -108,6 +112,7 @@ PROVIDERS: dict[str, ProviderTraits] = {
         keeps_metadata=False,
         endpoints=("/v1/chat/completions",),
         native_bodies=True,
+        positional_ids=True,
     ),
     # Model-invocation jobs: Bifrost writes the inline requests to S3 beside the output prefix;
     # a job takes 100 to 50,000 records (Bedrock's quotas; Bifrost checks neither).
@@ -123,6 +128,7 @@ PROVIDERS: dict[str, ProviderTraits] = {
         endpoints=("/v1/chat/completions", "/v1/messages"),
         min_requests_per_batch=100,
         native_bodies=True,
+        results_when_failed=True,
     ),
     # Batch prediction jobs: Bifrost writes the inline requests to GCS beside the output folder.
     "vertex": ProviderTraits(

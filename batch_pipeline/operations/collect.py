@@ -272,7 +272,8 @@ def _read_batch_output(
 ) -> None:
     """Feed a terminal batch's output to the collector, the way its provider serves it."""
     provider = record.provider
-    if provider_traits(provider).results_source == "files":
+    traits = provider_traits(provider)
+    if traits.results_source == "files":
         for kind, file_id in (("output", record.output_file_id), ("error", record.error_file_id)):
             if not file_id:
                 continue
@@ -283,7 +284,7 @@ def _read_batch_output(
                     collector.add_lines(lines, source=f"{kind} file {file_id}")
             finally:
                 dest.unlink(missing_ok=True)
-    elif record.status != "failed":
+    elif record.status != "failed" or traits.results_when_failed:
         dest = downloads / f"results-{record.shard_id}.json"
         client.download_batch_results(record.batch_id, provider=provider, dest=dest)  # type: ignore[arg-type]
         try:

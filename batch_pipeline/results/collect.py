@@ -8,6 +8,7 @@ collect asset checks. `results_to_parquet` is the gateway-free conversion: one r
 from __future__ import annotations
 
 import gzip
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
+from batch_pipeline.providers import PROVIDERS
 from batch_pipeline.results.blocks import LineBlock, blocks_of_lines, read_blocks
 from batch_pipeline.results.context import BatchContext
 from batch_pipeline.results.normalize import (
@@ -31,6 +33,7 @@ from batch_pipeline.results.rows import BlockScan, LineRow, RowMaker, raw_text, 
 from batch_pipeline.results.writer import PartitionWriter, WriterStats
 
 UNPARSEABLE_REFS_KEPT = 5
+_POSITIONAL_ID = re.compile(r"request-(\d{1,9})")
 
 
 class CollectStats(BaseModel):
@@ -65,6 +68,8 @@ class BatchCollector:
         self._ctx = ctx
         self._expected = expected
         self._ids = pa.array(list(expected), pa.string())
+        traits = PROVIDERS.get(ctx.provider or "")
+        self._positional = traits is not None and traits.positional_ids
         self._lines = np.fromiter(expected.values(), dtype=np.int64, count=len(expected))
         self._seen = np.zeros(len(expected), dtype=bool)
         self._slots: dict[str, int] | None = None  # custom_id -> index, built when first needed
@@ -138,6 +143,7 @@ class BatchCollector:
             )
             custom_id = item.get("custom_id") if isinstance(item, Mapping) else None
             if isinstance(custom_id, str) and custom_id:
+                custom_id = self._by_position(custom_id)
                 input_line = self._claim(custom_id)
                 if input_line is not None:
                     self._rows.emit(classify_item(item), custom_id, input_line, item)
@@ -180,6 +186,16 @@ class BatchCollector:
         if self._slots is None:
             self._slots = {cid: slot for slot, cid in enumerate(self._expected)}
         return self._slots[custom_id]
+
+    def _by_position(self, custom_id: str) -> str:
+        """The expected id a positional `request-<n>` names (Gemini items whose key Bifrost
+        could not read: n counts the batch's requests from 0 in submission order)."""
+        if custom_id in self._expected or not self._positional:
+            return custom_id
+        match = _POSITIONAL_ID.fullmatch(custom_id)
+        if match is None or int(match.group(1)) >= len(self._ids):
+            return custom_id
+        return str(self._ids[int(match.group(1))])
 
     def _claim(self, custom_id: str) -> int | None:
         """The input line of an expected custom_id seen for the first time; None (and counted)

@@ -34,6 +34,17 @@ from batch_pipeline.results.schema import (
 from batch_pipeline.results.shapes import EMBEDDING_TYPE, SHAPES
 
 _COUNT = pa.int64()
+# Counts of Bedrock Converse and Gemini usage: bodies that carry them are read per line
+_PER_LINE_COUNTS = (
+    "inputTokens",
+    "outputTokens",
+    "totalTokens",
+    "cacheReadInputTokens",
+    "cacheWriteInputTokens",
+    "promptTokenCount",
+    "candidatesTokenCount",
+    "totalTokenCount",
+)
 _USAGE = pa.struct(
     [
         *(
@@ -48,6 +59,7 @@ _USAGE = pa.struct(
                 "cache_read_input_tokens",
                 "cachedContentTokenCount",
                 "thoughtsTokenCount",
+                *_PER_LINE_COUNTS,
             )
         ),
         *(
@@ -338,6 +350,8 @@ def _usage_columns(
         & ~is_set(field(completion_details, "reasoning_tokens"))
         & is_set(otherwise)
     )
+    for name in _PER_LINE_COUNTS:
+        unclear |= is_set(field(usage, name))
     return prompt, completion, total, cached, reasoning, unclear
 
 

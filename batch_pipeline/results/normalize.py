@@ -260,22 +260,22 @@ def _fill_from_body(row: dict[str, Any], body: dict[str, Any]) -> None:
             row["embedding"] = answer.embedding
             break
     usage = body.get("usage")
+    if not isinstance(usage, dict):
+        usage = body.get("usageMetadata")  # Gemini's GenerateContentResponse
     if isinstance(usage, dict):
         _fill_tokens(row, usage)
 
 
 def _fill_tokens(row: dict[str, Any], usage: dict[str, Any]) -> None:
-    """OpenAI usage, or input/output tokens (Anthropic, Responses) in OpenAI's meaning."""
+    """OpenAI usage, or the counts of Anthropic/Responses, Bedrock Converse or Gemini, in
+    OpenAI's meaning (prompt includes cached tokens, completion includes reasoning)."""
     prompt = _as_int(usage.get("prompt_tokens"))
     completion = _as_int(usage.get("completion_tokens"))
     if prompt is None and completion is None:
-        prompt = _as_int(usage.get("input_tokens"))
-        completion = _as_int(usage.get("output_tokens"))
-        if prompt is not None:
-            # Anthropic counts cache reads/writes apart from input_tokens; OpenAI includes them.
-            prompt += _as_int(usage.get("cache_creation_input_tokens")) or 0
-            prompt += _as_int(usage.get("cache_read_input_tokens")) or 0
+        prompt, completion = _other_counts(usage)
     total = _as_int(usage.get("total_tokens"))
+    if total is None:
+        total = _as_int(usage.get("totalTokens")) or _as_int(usage.get("totalTokenCount"))
     if total is None and prompt is not None:
         total = prompt + (completion or 0)
     row["prompt_tokens"] = prompt
@@ -290,7 +290,7 @@ def _fill_tokens(row: dict[str, Any], usage: dict[str, Any]) -> None:
     row["cached_tokens"] = (
         _as_int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else None
     )
-    for name in ("cache_read_input_tokens", "cachedContentTokenCount"):
+    for name in ("cache_read_input_tokens", "cachedContentTokenCount", "cacheReadInputTokens"):
         if row["cached_tokens"] is None:
             row["cached_tokens"] = _as_int(usage.get(name))
     row["reasoning_tokens"] = (
@@ -298,6 +298,31 @@ def _fill_tokens(row: dict[str, Any], usage: dict[str, Any]) -> None:
         if isinstance(completion_details, dict)
         else _as_int(usage.get("thoughtsTokenCount"))
     )
+
+
+def _other_counts(usage: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(prompt, completion) from input/output counts: Anthropic and Bedrock Converse count
+    cache reads/writes apart from the input, Gemini counts thoughts apart from the answer."""
+    for prompt_name, completion_name, extra_names in (
+        (
+            "input_tokens",
+            "output_tokens",
+            ("cache_creation_input_tokens", "cache_read_input_tokens"),
+        ),
+        ("inputTokens", "outputTokens", ("cacheWriteInputTokens", "cacheReadInputTokens")),
+    ):
+        prompt = _as_int(usage.get(prompt_name))
+        completion = _as_int(usage.get(completion_name))
+        if prompt is not None or completion is not None:
+            if prompt is not None:
+                prompt += sum(_as_int(usage.get(name)) or 0 for name in extra_names)
+            return prompt, completion
+    prompt = _as_int(usage.get("promptTokenCount"))
+    completion = _as_int(usage.get("candidatesTokenCount"))
+    thoughts = _as_int(usage.get("thoughtsTokenCount"))
+    if completion is not None and thoughts is not None:
+        completion += thoughts
+    return prompt, completion
 
 
 def _from_http_error(status: int | None, body: Any, error: Any) -> Outcome:
@@ -335,7 +360,11 @@ def _from_error_object(error: dict[str, Any]) -> Outcome:
         return error_outcome("expired", code, message, retryable=True)
     if code in ("batch_cancelled", "batch_canceled"):
         return error_outcome("canceled", code, message, retryable=True)
-    return error_outcome("request", code, message, retryable=is_retryable_code(code))
+    # Gemini's errors carry the HTTP status as their code ("429")
+    status = int(code) if code is not None and code.isdigit() and len(code) == 3 else None
+    return error_outcome(
+        "request", code, message, retryable=is_retryable_code(code), status_code=status
+    )
 
 
 def _from_anthropic_result(

@@ -7,9 +7,9 @@ twice, side by side: per row on a parsed dict (`claims`, `read`), used for the l
 columnar path leaves to the per-line code, and per block on Arrow arrays (`claims_column`,
 `read_column`). Shapes are tried in SHAPES order; the first that claims a body reads it.
 
-To add a shape (say Vertex's GenerateContentResponse): write a subclass with its fields and the
-four methods, put it in SHAPES where it must be tried, and add example bodies to
-tests/results/test_results_shapes.py, which checks that both forms agree on them.
+To add a shape: write a subclass with its fields and the four methods (or a RowOnlyShape, for
+bodies that only /results items carry), put it in SHAPES where it must be tried, and add example
+bodies to tests/results/test_results_columnar.py, which checks that both forms agree on them.
 """
 
 from __future__ import annotations
@@ -320,6 +320,77 @@ class Messages(BodyShape):
         return AnswerColumns(_constant("/v1/messages", count), text, field(bodies, "stop_reason"))
 
 
+def _untyped_texts(parts: Any) -> str | None:
+    """Concatenated `text` of parts without a type (Gemini parts, Converse content blocks),
+    leaving out Gemini's thoughts; None when there is none."""
+    if not isinstance(parts, list):
+        return None
+    texts = [
+        part["text"]
+        for part in parts
+        if isinstance(part, dict)
+        and isinstance(part.get("text"), str)
+        and part.get("thought") is not True
+    ]
+    return "".join(texts) if texts else None
+
+
+class RowOnlyShape(BodyShape):
+    """A shape read by the per-line code only: bodies that carry its `marks` are handed back
+    to it by the columnar path. For shapes that arrive as /results items (read per item
+    anyway), never in the output files the columnar path is for."""
+
+    marks: ClassVar[tuple[str, ...]]
+
+    def claims_column(self, bodies: pa.StructArray) -> np.ndarray:
+        return np.zeros(len(bodies), dtype=bool)
+
+    def undecidable(self, bodies: pa.StructArray) -> np.ndarray:
+        found = np.zeros(len(bodies), dtype=bool)
+        for name in self.marks:
+            found |= is_set(field(bodies, name))
+        return found
+
+
+class GenerateContent(RowOnlyShape):
+    """Gemini's GenerateContentResponse as Vertex batch predictions hold it: the text parts of
+    `candidates[0].content` (thoughts left out), `finishReason`."""
+
+    name = "generate_content"
+    fields = (
+        pa.field("candidates", pa.list_(pa.struct([("finishReason", pa.string())]))),
+        pa.field("usageMetadata", pa.struct([("promptTokenCount", pa.int64())])),
+    )
+    marks = ("candidates", "usageMetadata")
+
+    def claims(self, body: dict[str, Any]) -> bool:
+        return isinstance(body.get("candidates"), list)
+
+    def read(self, body: dict[str, Any]) -> Answer:
+        candidates = body["candidates"]
+        first_one = candidates[0] if candidates and isinstance(candidates[0], dict) else {}
+        content = first_one.get("content")
+        parts = content.get("parts") if isinstance(content, dict) else None
+        return Answer(None, _untyped_texts(parts), first_one.get("finishReason"))
+
+
+class Converse(RowOnlyShape):
+    """Bedrock's Converse answer (non-Anthropic models' batch records): the text blocks of
+    `output.message.content`, `stopReason`."""
+
+    name = "converse"
+    fields = (pa.field("stopReason", pa.string()),)
+    marks = ("stopReason",)
+
+    def claims(self, body: dict[str, Any]) -> bool:
+        output = body.get("output")
+        return isinstance(output, dict) and isinstance(output.get("message"), dict)
+
+    def read(self, body: dict[str, Any]) -> Answer:
+        blocks = body["output"]["message"].get("content")
+        return Answer(None, _untyped_texts(blocks), body.get("stopReason"))
+
+
 class FlatText(BodyShape):
     """Bifrost's flattened Gemini summary `{text, finish_reason, usage}` (no endpoint)."""
 
@@ -348,4 +419,12 @@ class FlatText(BodyShape):
         )
 
 
-SHAPES: tuple[BodyShape, ...] = (Choices(), Embeddings(), Responses(), Messages(), FlatText())
+SHAPES: tuple[BodyShape, ...] = (
+    Choices(),
+    Embeddings(),
+    Responses(),
+    Messages(),
+    GenerateContent(),
+    Converse(),
+    FlatText(),
+)

@@ -313,6 +313,39 @@ def test_results_endpoint_items(tmp_path: Path, collected_at: datetime) -> None:
     assert_invariant(run, EXPECTED)
 
 
+@pytest.mark.parametrize(
+    ("provider", "found"),
+    [
+        pytest.param("gemini", {"a", "c", "d"}, id="gemini-reads-positions"),
+        pytest.param("anthropic", set(), id="others-do-not"),
+    ],
+)
+def test_positional_ids_name_the_request_at_that_position(
+    tmp_path: Path, collected_at: datetime, provider: str, found: set[str]
+) -> None:
+    """Gemini items whose key Bifrost could not read come back as `request-<n>` (n from 0 in
+    the batch's order); a known id keeps its meaning and an out-of-range position is unknown."""
+    run = Run(tmp_path)
+    flat = {"text": "Hallo", "finish_reason": "STOP"}
+    items = [
+        {"custom_id": "request-0", "response": {"status_code": 200, "body": flat}},
+        {"custom_id": "c", "response": {"status_code": 200, "body": flat}},
+        {"custom_id": "request-3", "error": {"code": "429", "message": "quota"}},
+        {"custom_id": "request-4", "response": {"status_code": 200, "body": flat}},
+    ]
+    with PartitionWriter(run.results, run.errors, collected_at=collected_at) as writer:
+        collector = BatchCollector(writer, BatchContext("batches/1", provider), EXPECTED)
+        collector.add_items(items)
+        stats = collector.finish(status="completed")
+    results, errors = run.rows()
+    seen = set(results) | {cid for cid, row in errors.items() if row["stage"] != "missing"}
+    assert seen == found | {"c"}
+    assert stats.unknown_ids_ignored == 4 - len(found | {"c"})
+    if provider == "gemini":
+        assert errors["d"]["status_code"] == 429
+    assert_invariant(run, EXPECTED)
+
+
 def test_results_items_serialized_one_per_line(tmp_path: Path, collected_at: datetime) -> None:
     lines = [json.dumps(item) for item in anthropic_items()]
     _, run = collect(tmp_path, collected_at, lines, status="ended")

@@ -35,6 +35,7 @@ from test_results_normalize import (
     CHAT_PARTS,
     CHAT_TOOL,
     COMPLETION,
+    CONVERSE,
     EMBEDDING,
     EMBEDDING_B64,
     ERROR_BODY_400,
@@ -43,6 +44,7 @@ from test_results_normalize import (
     RESPONSES,
     RESPONSES_INCOMPLETE,
     RESPONSES_TOOL,
+    VERTEX,
 )
 
 from batch_pipeline.prices import Price
@@ -72,6 +74,8 @@ BODIES: dict[str, Any] = {
     "responses-tool": RESPONSES_TOOL,
     "message": MESSAGE,
     "gemini": GEMINI,
+    "vertex": VERTEX,
+    "converse": CONVERSE,
 }
 
 
@@ -265,8 +269,8 @@ def test_every_shape_in_every_style(tmp_path: Path, style: str) -> None:
         lines.append(dump(openai_line(f"{name}-ok", 200, body)))
         lines.append(dump(anthropic_line(f"{name}-anthropic", body)))
         lines.append(dump(openai_line(f"{name}-{index}-400", 400, ERROR_BODY_400)))
-    # lists as chat content and base64 embeddings take the per-line path
-    out = convert_both(tmp_path, lines, fast_rows=3 * len(BODIES) - 4)
+    # lists as chat content, base64 embeddings, Vertex and Converse bodies take the per-line path
+    out = convert_both(tmp_path, lines, fast_rows=3 * len(BODIES) - 8)
     results = pq.read_table(out / "results.parquet")
     assert results.num_rows == 2 * len(BODIES)
 

@@ -144,6 +144,33 @@ GEMINI = {
     "finish_reason": "MAX_TOKENS",
     "usage": {"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10},
 }
+# Vertex batch predictions: GenerateContentResponse (a thought part is not the answer; thoughts
+# count apart from candidates, cached tokens inside the prompt)
+VERTEX = {
+    "candidates": [
+        {
+            "content": {
+                "role": "model",
+                "parts": [{"text": "thinking...", "thought": True}, {"text": "Bonjour"}],
+            },
+            "finishReason": "MAX_TOKENS",
+        }
+    ],
+    "usageMetadata": {
+        "promptTokenCount": 12,
+        "candidatesTokenCount": 7,
+        "thoughtsTokenCount": 2,
+        "totalTokenCount": 21,
+        "cachedContentTokenCount": 4,
+    },
+    "modelVersion": "gemini-2.5-flash",
+}
+# Bedrock batch records of non-Anthropic models: the Converse answer (cache reads counted apart)
+CONVERSE = {
+    "output": {"message": {"role": "assistant", "content": [{"text": "Hola"}]}},
+    "stopReason": "end_turn",
+    "usage": {"inputTokens": 10, "outputTokens": 4, "totalTokens": 19, "cacheReadInputTokens": 5},
+}
 
 
 @pytest.mark.parametrize(
@@ -245,6 +272,32 @@ GEMINI = {
                 "total_tokens": 10,
             },
             id="gemini-flattened",
+        ),
+        pytest.param(
+            VERTEX,
+            {
+                "endpoint": None,
+                "output_text": "Bonjour",
+                "finish_reason": "length",
+                "prompt_tokens": 12,
+                "completion_tokens": 9,
+                "total_tokens": 21,
+                "cached_tokens": 4,
+                "reasoning_tokens": 2,
+            },
+            id="vertex-generate-content",
+        ),
+        pytest.param(
+            CONVERSE,
+            {
+                "output_text": "Hola",
+                "finish_reason": "stop",
+                "prompt_tokens": 15,
+                "completion_tokens": 4,
+                "total_tokens": 19,
+                "cached_tokens": 5,
+            },
+            id="bedrock-converse",
         ),
     ],
 )
@@ -400,8 +453,31 @@ ERROR_BODY_400 = {
         ),
         pytest.param(
             {"custom_id": "r", "error": {"code": 429, "message": "quota"}},
-            {"stage": "request", "error_code": "429", "retryable": True},
+            {"stage": "request", "error_code": "429", "retryable": True, "status_code": 429},
             id="gemini-numeric-http-code",
+        ),
+        pytest.param(
+            {"custom_id": "r", "error": {"code": "400", "message": "bad request"}},
+            {"error_code": "400", "retryable": False, "status_code": 400},
+            id="gemini-http-code-as-text",
+        ),
+        pytest.param(
+            {"custom_id": "r", "error": {"code": "", "message": "INVALID_ARGUMENT: no model"}},
+            {
+                "error_code": None,
+                "status_code": None,
+                "error_message": "INVALID_ARGUMENT: no model",
+            },
+            id="vertex-error-without-code",
+        ),
+        pytest.param(
+            {
+                "custom_id": "r",
+                "response": {"status_code": 400},
+                "error": {"code": "400", "message": "Malformed input request"},
+            },
+            {"stage": "request", "status_code": 400, "error_message": "Malformed input request"},
+            id="bedrock-record-error",
         ),
         pytest.param(
             {"custom_id": "r", "error": {"code": "14", "message": "unavailable"}},

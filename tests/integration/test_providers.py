@@ -1,0 +1,93 @@
+"""Every provider Bifrost batches, end to end through `batch-pipeline run` on the emulator: a
+150-line input per provider (some requests fail on purpose), every line in exactly one row of
+results or errors, the answers' text, finish reason and tokens in the same columns whatever
+the provider's result shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from pipeline_support import counters
+
+from batch_pipeline.cli import main
+
+LINES = 150
+FAILING = {7: 500, 42: 400, 99: 429}  # line -> HTTP status the emulator answers with
+
+
+def write_input(path: Path, model: str, *, anthropic_style: bool = False) -> Path:
+    """LINES chat requests for `model`; the lines in FAILING fail on purpose."""
+    with open(path, "w", encoding="utf-8") as out:
+        for n in range(1, LINES + 1):
+            text = f"question {n}: answer briefly" + (
+                f" [[fail:{FAILING[n]}]]" if n in FAILING else ""
+            )
+            body: dict[str, Any] = {
+                "model": model,
+                "max_tokens": 32,
+                "messages": [
+                    {"role": "system", "content": "You answer in one line."},
+                    {"role": "user", "content": text},
+                ],
+            }
+            line = (
+                {"custom_id": f"q{n:03d}", "params": body}
+                if anthropic_style
+                else {"custom_id": f"q{n:03d}", "method": "POST", "url": "/v1/chat/completions"}
+                | {"body": body}
+            )
+            out.write(json.dumps(line) + "\n")
+    return path
+
+
+CASES = [
+    pytest.param("gemini_inline", "gemini/gemini-2.5-flash", False, id="gemini-inline"),
+    pytest.param("gemini_file", "gemini/gemini-2.5-flash", False, id="gemini-file"),
+    pytest.param(
+        "bedrock", "bedrock/anthropic.claude-3-5-haiku-20241022-v1:0", False, id="bedrock-claude"
+    ),
+    pytest.param(
+        "bedrock", "bedrock/anthropic.claude-3-5-haiku-20241022-v1:0", True, id="bedrock-messages"
+    ),
+    pytest.param("bedrock", "bedrock/meta.llama3-1-8b-instruct-v1:0", False, id="bedrock-converse"),
+    pytest.param("vertex", "vertex/gemini-2.5-flash", False, id="vertex"),
+]
+
+
+@pytest.mark.parametrize(("pipeline", "model", "anthropic_style"), CASES)
+def test_a_provider_end_to_end(
+    emulator, tmp_path: Path, monkeypatch, capsys, pipeline: str, model: str, anthropic_style: bool
+) -> None:
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.chdir(Path(__file__).parent)  # where `-m provider_defs` is found
+    source = write_input(tmp_path / "questions.jsonl", model, anthropic_style=anthropic_style)
+    data = tmp_path / "data"
+    argv = ["run", str(source), "-m", "provider_defs", "--pipeline", pipeline]
+    argv += ["--gateway", emulator.base_url, "--data-dir", str(data), "--poll-interval", "0.1"]
+    code = main(argv)
+    out = capsys.readouterr()
+    assert code == 0, out.out + out.err
+    results = f"read_parquet('{data}/results/input_file=questions/*.parquet')"
+    errors = f"read_parquet('{data}/errors/input_file=questions/*.parquet')"
+    lines = duckdb.sql(
+        f"select count(*), count(distinct input_line) from "
+        f"(select input_line from {results} union all select input_line from {errors})"
+    ).fetchall()
+    assert lines == [(LINES, LINES)]
+    failed = duckdb.sql(f"select input_line, status_code, error_message from {errors}").fetchall()
+    # Vertex's prediction errors carry a message but no code (Bifrost passes them on so)
+    statuses = dict.fromkeys(FAILING) if pipeline == "vertex" else FAILING
+    assert {line: status for line, status, _ in failed} == statuses
+    assert all(message for _, _, message in failed)
+    answers = duckdb.sql(
+        f"select count(*) filter (where output_text is not null and output_text <> ''), "
+        f"count(*) filter (where prompt_tokens > 0 and completion_tokens > 0), "
+        f"list(distinct finish_reason), list(distinct provider) from {results}"
+    ).fetchall()[0]
+    assert answers[:2] == (LINES - len(FAILING), LINES - len(FAILING))
+    assert set(answers[2]) <= {"stop", "length"} and answers[3] == [model.split("/")[0]]
+    assert counters(emulator.base_url)["batches_created"] == 1
