@@ -91,3 +91,40 @@ def test_a_provider_end_to_end(
     assert answers[:2] == (LINES - len(FAILING), LINES - len(FAILING))
     assert set(answers[2]) <= {"stop", "length"} and answers[3] == [model.split("/")[0]]
     assert counters(emulator.base_url)["batches_created"] == 1
+
+
+EXPIRY_CASES = [
+    pytest.param("gemini_inline", "gemini/gemini-2.5-flash", id="gemini"),
+    pytest.param("bedrock", "bedrock/anthropic.claude-3-5-haiku-20241022-v1:0", id="bedrock"),
+    pytest.param("vertex", "vertex/gemini-2.5-flash", id="vertex"),
+]
+
+
+@pytest.mark.parametrize(("pipeline", "model"), EXPIRY_CASES)
+def test_an_expired_batch_keeps_what_was_answered(
+    emulator_factory, tmp_path: Path, monkeypatch, capsys, pipeline: str, model: str
+) -> None:
+    """A batch that expires half-done: the answered requests are results, the others
+    `expired` errors (retryable), whatever the provider."""
+    emulator = emulator_factory(
+        requests_per_second=60.0, completion_window_seconds=1.0, chunk_size=1
+    )
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.chdir(Path(__file__).parent)
+    source = write_input(tmp_path / "slow.jsonl", model)
+    data = tmp_path / "data"
+    argv = ["run", str(source), "-m", "provider_defs", "--pipeline", pipeline]
+    argv += ["--gateway", emulator.base_url, "--data-dir", str(data), "--poll-interval", "0.1"]
+    code = main(argv)
+    out = capsys.readouterr()
+    assert code == 0, out.out + out.err
+    results = f"read_parquet('{data}/results/input_file=slow/*.parquet')"
+    errors = f"read_parquet('{data}/errors/input_file=slow/*.parquet')"
+    answered = duckdb.sql(f"select count(*) from {results}").fetchall()[0][0]
+    stages = dict(duckdb.sql(f"select stage, count(*) from {errors} group by 1").fetchall())
+    assert 0 < answered < LINES - len(FAILING)
+    assert stages["expired"] > 0 and answered + sum(stages.values()) == LINES
+    assert set(stages) <= {"expired", "request"}
+    assert duckdb.sql(
+        f"select bool_and(retryable) from {errors} where stage = 'expired'"
+    ).fetchall()[0][0]
