@@ -4,11 +4,15 @@ Each provider's results are read the right way (BIFROST-NOTES.md section 5): Ope
 downloads the output file *and* the error file (Bifrost's /results drops the error file),
 Anthropic style reads /results. Whatever a batch did not answer is accounted for by
 `BatchCollector.finish` (expired, canceled, batch failure, missing), and the invariant is then
-verified from the written Parquet files themselves.
+verified from the written Parquet files themselves. A file's batches are downloaded a few at a
+time ahead of the conversion, which writes them in order into one pair of Parquet files.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -37,6 +41,8 @@ from batch_pipeline.results.enrich import enrich
 from batch_pipeline.results.structured import StructuredOutput
 
 SAMPLE = 20
+PARALLEL_DOWNLOADS = 4  # batches of a file downloaded at once during a collect
+RESULTS_DOCUMENT = "results"
 
 
 class CollectError(BatchPipelineError):
@@ -176,8 +182,9 @@ def _collect(
         ) as writer,
     ):
         _add_rejected(writer, plan)
-        for shard in plan.shards:
-            record = manifest.shards[shard.shard_id]  # type: ignore[union-attr]
+        records = [manifest.shards[s.shard_id] for s in plan.shards]  # type: ignore[union-attr]
+        fetched = _fetch_ahead(client, records, downloads)
+        for shard, record, output in zip(plan.shards, records, fetched, strict=True):
             ctx = BatchContext(
                 record.batch_id,
                 shard.provider,
@@ -188,8 +195,7 @@ def _collect(
             )
             collector = BatchCollector(writer, ctx, read_shard_index(shard))
             before = writer.stats
-            if record.batch_id and record.status != GONE_STATUS:
-                _read_batch_output(client, record, collector, downloads)
+            _feed(collector, output)
             batches[record.batch_id or shard.shard_id] = collector.finish(
                 status=record.status or "", batch_errors=record.batch_errors
             )
@@ -267,32 +273,70 @@ def _add_rejected(writer: PartitionWriter, plan: InputPlan) -> None:
             )
 
 
-def _read_batch_output(
-    client: BifrostClient, record: ShardRecord, collector: BatchCollector, downloads: Path
-) -> None:
-    """Feed a terminal batch's output to the collector, the way its provider serves it."""
+def _fetch_ahead(
+    client: BifrostClient, records: list[ShardRecord], downloads: Path
+) -> Iterator[list[tuple[str, Path]]]:
+    """Each batch's downloaded output, in order, while up to PARALLEL_DOWNLOADS batches are
+    downloaded concurrently ahead of the one being converted: collect keeps the network and
+    Arrow's conversion threads busy together instead of one stream after the other."""
+    with ThreadPoolExecutor(PARALLEL_DOWNLOADS, thread_name_prefix="collect") as pool:
+        ahead: deque[Future[list[tuple[str, Path]]]] = deque()
+        upcoming = iter(records)
+        try:
+            while True:
+                while len(ahead) < PARALLEL_DOWNLOADS:
+                    record = next(upcoming, None)
+                    if record is None:
+                        break
+                    ahead.append(pool.submit(_download_batch_output, client, record, downloads))
+                if not ahead:
+                    return
+                yield ahead.popleft().result()
+        finally:
+            for future in ahead:
+                if not future.cancel() and future.exception() is None:
+                    for _, path in future.result():
+                        path.unlink(missing_ok=True)
+
+
+def _download_batch_output(
+    client: BifrostClient, record: ShardRecord, downloads: Path
+) -> list[tuple[str, Path]]:
+    """Download a terminal batch's output the way its provider serves it: (what it is, where
+    it is) pairs; `results` is a /results document, anything else a file of result lines."""
+    if not record.batch_id or record.status == GONE_STATUS:
+        return []
     provider = record.provider
     traits = provider_traits(provider)
+    fetched: list[tuple[str, Path]] = []
     if traits.results_source == "files":
         for kind, file_id in (("output", record.output_file_id), ("error", record.error_file_id)):
-            if not file_id:
-                continue
-            dest = downloads / f"{kind}-{record.shard_id}.jsonl"
-            client.download_file_content(file_id, provider=provider, dest=dest)
-            try:
-                with open(dest, "rb") as lines:
-                    collector.add_lines(lines, source=f"{kind} file {file_id}")
-            finally:
-                dest.unlink(missing_ok=True)
+            if file_id:
+                dest = downloads / f"{kind}-{record.shard_id}.jsonl"
+                client.download_file_content(file_id, provider=provider, dest=dest)
+                fetched.append((f"{kind} file {file_id}", dest))
     elif record.status != "failed" or traits.results_when_failed:
         dest = downloads / f"results-{record.shard_id}.json"
-        client.download_batch_results(record.batch_id, provider=provider, dest=dest)  # type: ignore[arg-type]
-        try:
-            collector.add_items(
-                item.model_dump(mode="json", exclude_none=True) for item in iter_result_items(dest)
-            )
-        finally:
-            dest.unlink(missing_ok=True)
+        client.download_batch_results(record.batch_id, provider=provider, dest=dest)
+        fetched.append((RESULTS_DOCUMENT, dest))
+    return fetched
+
+
+def _feed(collector: BatchCollector, fetched: list[tuple[str, Path]]) -> None:
+    """Give a batch's downloaded output to its collector, then delete the downloads."""
+    try:
+        for source, path in fetched:
+            if source == RESULTS_DOCUMENT:
+                collector.add_items(
+                    item.model_dump(mode="json", exclude_none=True)
+                    for item in iter_result_items(path)
+                )
+            else:
+                with open(path, "rb") as lines:
+                    collector.add_lines(lines, source=source)
+    finally:
+        for _, path in fetched:
+            path.unlink(missing_ok=True)
 
 
 def expected_lines(plan: InputPlan) -> np.ndarray:

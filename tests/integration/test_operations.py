@@ -4,6 +4,7 @@ checks and cleanup."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from pipeline_support import chat_lines, counters, write_input
 from batch_pipeline.gateway import BifrostClient, NotFoundError
 from batch_pipeline.integration.checks import RETENTION_CHECK, STUCK_CHECK
 from batch_pipeline.ledger.manifest import ManifestStore
+from batch_pipeline.operations import collect as collect_module
 
 
 def test_retry_wave_then_outcomes(emulator_factory, instance, tmp_path: Path) -> None:
@@ -239,3 +241,42 @@ def test_cleanup_is_optional_and_the_error_rate_is_checked(
                     client.retrieve_file(file_id, provider="openai")
             else:
                 assert client.retrieve_file(file_id, provider="openai").id == file_id
+
+
+def test_collect_downloads_a_files_batches_concurrently(
+    emulator, instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file of six batches (one per model): their outputs are downloaded several at once,
+    never more than PARALLEL_DOWNLOADS, and every line still lands in one row."""
+    models = [f"openai/gpt-4o-mini-{n}" for n in range(6)]
+    lines = [line for m in models for line in chat_lines(5, model=m)]
+    for number, line in enumerate(lines, 1):
+        line["custom_id"] = f"req-{number:04d}"
+    write_input(tmp_path, "wide", lines)
+    together = threading.Barrier(2, timeout=20)  # broken unless two downloads overlap
+    calls = running = most = 0
+    lock = threading.Lock()
+    download = BifrostClient.download_file_content
+
+    def counted(client: BifrostClient, *args, **kwargs):
+        nonlocal calls, running, most
+        with lock:
+            calls, running = calls + 1, running + 1
+            most, first_two = max(most, running), calls <= 2
+        try:
+            if first_two:
+                together.wait()
+            return download(client, *args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(BifrostClient, "download_file_content", counted)
+    summary = run(driver(instance, emulator.base_url, tmp_path), tmp_path, ["wide"])
+    assert summary.ok, summary.render()
+    assert counters(emulator.base_url)["batches_created"] == 6
+    assert 2 <= most <= collect_module.PARALLEL_DOWNLOADS
+    rows = duckdb.sql(
+        f"select count(*) from read_parquet('{tmp_path}/results/input_file=wide/*.parquet')"
+    ).fetchall()
+    assert rows == [(30,)]
