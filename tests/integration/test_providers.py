@@ -6,14 +6,23 @@ the provider's result shape."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import duckdb
+import httpx
 import pytest
+from driver_support import driver, run
 from pipeline_support import counters
+from provider_defs import INSTANCES
 
 from batch_pipeline.cli import main
+from batch_pipeline.gateway import BifrostClient
+from batch_pipeline.ledger.manifest import ManifestStore
+from batch_pipeline.operations.cancel import cancel_partition
 
 LINES = 150
 FAILING = {7: 500, 42: 400, 99: 429}  # line -> HTTP status the emulator answers with
@@ -128,3 +137,43 @@ def test_an_expired_batch_keeps_what_was_answered(
     assert duckdb.sql(
         f"select bool_and(retryable) from {errors} where stage = 'expired'"
     ).fetchall()[0][0]
+
+
+@pytest.mark.parametrize(("pipeline", "model"), EXPIRY_CASES)
+def test_a_cancelled_batch_keeps_what_was_answered(
+    emulator_factory, instance, tmp_path: Path, pipeline: str, model: str
+) -> None:
+    """Cancel while the batch runs: answered requests are results, the rest `canceled`."""
+    emulator = emulator_factory(requests_per_second=30.0, chunk_size=1)
+    (tmp_path / "inbox").mkdir()
+    write_input(tmp_path / "inbox" / "stopme.jsonl", model)
+    store = ManifestStore(tmp_path / "batches")
+    cancelled: list[object] = []
+
+    def cancel_once_answering() -> None:
+        """Cancel as soon as the emulator has answered some of the batch's requests."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not cancelled:
+            manifest = store.load("stopme")
+            record = next(iter(manifest.shards.values()), None) if manifest else None
+            if record is not None and record.batch_id:
+                inside = f"{emulator.base_url}/_emulator/batches/{quote(record.batch_id, safe='')}"
+                if httpx.get(inside).json()["succeeded"] >= 10:
+                    with BifrostClient(emulator.base_url) as client:
+                        cancelled.append(cancel_partition(client, store, "stopme"))
+            time.sleep(0.05)  # the emulator answers 30 requests a second
+
+    canceller = threading.Thread(target=cancel_once_answering)
+    canceller.start()
+    drive = driver(instance, emulator.base_url, tmp_path, {"providers": INSTANCES[pipeline]})
+    try:
+        summary = run(drive, tmp_path, ["stopme"], poll_interval=0.2)
+    finally:
+        canceller.join()
+    assert summary.ok, summary.render()
+    assert cancelled
+    file = summary.files[0]
+    assert file.results + file.errors == LINES
+    assert 0 < file.results < LINES - len(FAILING)
+    assert file.errors_by_stage.get("canceled", 0) > 0
+    assert set(file.errors_by_stage) <= {"canceled", "request"}
