@@ -41,10 +41,10 @@ class ProviderTraits(BaseModel):
     name: str
     submit_mode: SubmitMode
     results_source: ResultsSource
-    max_requests_per_batch: int
     max_bytes_per_batch: int
-    max_bytes_per_request: int
-    retention_days: int
+    max_requests_per_batch: int = 50_000
+    max_bytes_per_request: int = 10 * MB
+    retention_days: int = 30
     custom_id_pattern: str | None = None
     keeps_metadata: bool = True
     line_format: LineFormat = "openai"
@@ -70,10 +70,7 @@ PROVIDERS: dict[str, ProviderTraits] = {
         name="openai",
         submit_mode="file",
         results_source="files",
-        max_requests_per_batch=50_000,
         max_bytes_per_batch=200 * MB,
-        max_bytes_per_request=10 * MB,
-        retention_days=30,
     ),
     "azure": ProviderTraits(
         name="azure",
@@ -81,8 +78,6 @@ PROVIDERS: dict[str, ProviderTraits] = {
         results_source="files",
         max_requests_per_batch=100_000,
         max_bytes_per_batch=200 * MB,
-        max_bytes_per_request=10 * MB,
-        retention_days=30,
     ),
     "anthropic": ProviderTraits(
         name="anthropic",
@@ -90,7 +85,6 @@ PROVIDERS: dict[str, ProviderTraits] = {
         results_source="results_endpoint",
         max_requests_per_batch=100_000,
         max_bytes_per_batch=256 * MB,
-        max_bytes_per_request=10 * MB,
         retention_days=29,
         custom_id_pattern=r"[A-Za-z0-9_-]{1,64}",
         keeps_metadata=False,
@@ -105,9 +99,7 @@ PROVIDERS: dict[str, ProviderTraits] = {
         name="gemini",
         submit_mode="inline",
         results_source="results_endpoint",
-        max_requests_per_batch=50_000,
         max_bytes_per_batch=20 * MB,
-        max_bytes_per_request=10 * MB,
         retention_days=2,
         keeps_metadata=False,
         endpoints=("/v1/chat/completions",),
@@ -120,10 +112,7 @@ PROVIDERS: dict[str, ProviderTraits] = {
         name="bedrock",
         submit_mode="inline",
         results_source="results_endpoint",
-        max_requests_per_batch=50_000,
         max_bytes_per_batch=1024 * MB,
-        max_bytes_per_request=10 * MB,
-        retention_days=30,
         keeps_metadata=False,
         endpoints=("/v1/chat/completions", "/v1/messages"),
         min_requests_per_batch=100,
@@ -135,10 +124,7 @@ PROVIDERS: dict[str, ProviderTraits] = {
         name="vertex",
         submit_mode="inline",
         results_source="results_endpoint",
-        max_requests_per_batch=50_000,
         max_bytes_per_batch=1024 * MB,
-        max_bytes_per_request=10 * MB,
-        retention_days=30,
         keeps_metadata=False,
         endpoints=("/v1/chat/completions",),
         native_bodies=True,
