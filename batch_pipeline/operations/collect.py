@@ -5,10 +5,18 @@ downloads the output file *and* the error file (Bifrost's /results drops the err
 Anthropic style reads /results. Whatever a batch did not answer is accounted for by
 `BatchCollector.finish` (expired, canceled, batch failure, missing), and the invariant is then
 verified from the written Parquet files themselves.
+
+A gateway that lies is told, never trusted nor waited on forever: output lines it repeats or
+that name requests of no batch are dropped with a warning, requests without a line become
+`missing` rows with a warning, and an ended batch whose output answers 404 fails the collect
+(worth another attempt) until the manifest counts OUTPUT_ATTEMPTS such collects; then whatever
+was unreadable becomes `missing` rows saying why. A local file error stops the collect as the
+package's StorageFailed (StorageFull for a full disk), naming its cause.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -28,6 +36,7 @@ from batch_pipeline.inputs import InputPlan, read_shard_index
 from batch_pipeline.ledger.layout import DataLayout
 from batch_pipeline.ledger.manifest import Manifest, ManifestBusy, ManifestStore, ShardRecord
 from batch_pipeline.ledger.storage import DataPath, is_local, read_parquet, scratch_for
+from batch_pipeline.operations.failures import storage_errors_told
 from batch_pipeline.operations.poll import GONE_STATUS, refresh_statuses
 from batch_pipeline.operations.retry import attempt_of
 from batch_pipeline.prices import PriceTable
@@ -37,10 +46,20 @@ from batch_pipeline.results.enrich import enrich
 from batch_pipeline.results.structured import StructuredOutput
 
 SAMPLE = 20
+# Collects that may meet an ended batch's output answering 404 before its unread requests are
+# recorded as missing (the collect step's retry policy makes as many attempts in one run).
+OUTPUT_ATTEMPTS = 3
 
 
 class CollectError(BatchPipelineError):
     """The input file cannot be collected yet (or at all); the message says why."""
+
+
+class OutputUnavailable(CollectError):
+    """An ended batch's output answered 404; another collect may find it (a gateway still
+    publishing it), up to OUTPUT_ATTEMPTS counted in the manifest."""
+
+    retryable = True
 
 
 @dataclass
@@ -92,6 +111,12 @@ class CollectReport:
     invariant: InvariantReport
     cost_usd: float = 0.0
     unpriced_models: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what the gateway's output got wrong
+
+    @property
+    def dropped_lines(self) -> int:
+        """Output lines dropped: a custom_id repeated, or not one of its batch's requests."""
+        return sum(b.duplicates_ignored + b.unknown_ids_ignored for b in self.batches.values())
 
 
 def load_plan(layout: DataLayout, name: str) -> InputPlan:
@@ -117,10 +142,10 @@ def collect_partition(
     The batches' status is read again from the gateway and recorded first: the status sensor
     that asked for this collect writes nothing. Spend is priced per batch (one model each) from
     the tokens the provider reported. One collect of a file runs at a time; it first sweeps
-    what a killed one left behind.
+    what a killed one left behind. A local file error is raised as StorageFailed.
     """
     try:
-        with store.exclusive(name, "collect"):
+        with storage_errors_told(f"collecting {name}"), store.exclusive(name, "collect"):
             _sweep_leftovers(layout, name)
             refresh_statuses(client, store, name)
             return _collect(client, layout, store, name, prices or PriceTable(), collected_at)
@@ -159,11 +184,14 @@ def _collect(
 
     results_path, errors_path = layout.results_file(name), layout.errors_file(name)
     batches: dict[str, CollectStats] = {}
+    warnings: list[str] = []
+    unavailable: list[str] = []  # batches whose output answered 404 this time, before the last
     cost, unpriced = 0.0, set()
     original, attempt = attempt_of(name)
     structured = StructuredOutput.of_template(plan.template)
     keys = plan.keys_path
     with (
+        storage_errors_told(f"writing results of {name} under {layout.root}"),
         # downloads sit in staging/<name>/downloads on disk (swept after a kill), else in temp
         scratch_for(layout.staging(name) / "downloads" / "output.jsonl") as downloads,
         PartitionWriter(
@@ -188,11 +216,15 @@ def _collect(
             )
             collector = BatchCollector(writer, ctx, read_shard_index(shard))
             before = writer.stats
+            lost = None
             if record.batch_id and record.status != GONE_STATUS:
-                _read_batch_output(client, record, collector, downloads)
-            batches[record.batch_id or shard.shard_id] = collector.finish(
-                status=record.status or "", batch_errors=record.batch_errors
+                lost, again = _read_or_give_up(client, store, name, record, collector, downloads)
+                unavailable += [again] if again else []
+            told = collector.finish(
+                status=record.status or "", batch_errors=record.batch_errors, lost=lost
             )
+            batches[record.batch_id or shard.shard_id] = told
+            warnings += output_warnings(record.batch_id or shard.shard_id, told, lost)
             after = writer.stats
             spent = prices.cost(
                 shard.provider,
@@ -204,6 +236,12 @@ def _collect(
                 unpriced.add(f"{shard.provider}/{shard.model}")
             else:
                 cost += spent
+        if unavailable:  # raised inside the writer, so nothing of this attempt is published
+            more = f" (and {len(unavailable) - 1} more batch(es))" if len(unavailable) > 1 else ""
+            raise OutputUnavailable(
+                f"{name}: {unavailable[0]}{more}; collected again up to {OUTPUT_ATTEMPTS} times, "
+                "then its unread requests are recorded as missing"
+            )
     stats = writer.stats
     return CollectReport(
         name=name,
@@ -219,7 +257,37 @@ def _collect(
         invariant=check_invariant(plan, results_path, errors_path),
         cost_usd=cost,
         unpriced_models=sorted(unpriced),
+        warnings=warnings,
     )
+
+
+def output_warnings(batch: str, stats: CollectStats, lost: str | None) -> list[str]:
+    """One line per thing a batch's output got wrong, naming the batch and the count."""
+    found = []
+    if stats.duplicates_ignored:
+        found.append(
+            f"batch {batch}: dropped {stats.duplicates_ignored} output line(s) repeating a "
+            "custom_id already read"
+        )
+    if stats.unknown_ids_ignored:
+        found.append(
+            f"batch {batch}: dropped {stats.unknown_ids_ignored} output line(s) whose custom_id "
+            "is not one of this batch's requests"
+        )
+    if stats.unparseable_lines:
+        found.append(
+            f"batch {batch}: {stats.unparseable_lines} output line(s) could not be read "
+            f"(first: {', '.join(stats.unparseable_refs)})"
+        )
+    missing = stats.by_stage.get("missing", 0)
+    if lost is not None:
+        found.append(f"batch {batch}: {lost}; {missing} request(s) recorded as missing")
+    elif missing:
+        found.append(
+            f"batch {batch}: no result line for {missing} of {stats.expected} request(s); "
+            "recorded as missing"
+        )
+    return found
 
 
 def delete_batch_files(client: BifrostClient, store: ManifestStore, name: str) -> list[str]:
@@ -267,17 +335,71 @@ def _add_rejected(writer: PartitionWriter, plan: InputPlan) -> None:
             )
 
 
+def _read_or_give_up(
+    client: BifrostClient,
+    store: ManifestStore,
+    name: str,
+    record: ShardRecord,
+    collector: BatchCollector,
+    downloads: Path,
+) -> tuple[str | None, str | None]:
+    """Read a terminal batch's output: (why part of it was lost, why it must be read again).
+
+    An output answering 404 counts one attempt in the manifest; before OUTPUT_ATTEMPTS it is to
+    be read again (the collect then fails with OutputUnavailable, after reading every other
+    batch, so all of them count this attempt); at the last one, what answered is read and the
+    rest reported lost."""
+    attempt = record.output_not_found + 1
+    try:
+        lost = _read_batch_output(
+            client, record, collector, downloads, give_up=attempt >= OUTPUT_ATTEMPTS
+        )
+    except NotFoundError as exc:
+        store.record(name, record.shard_id, output_not_found=attempt)
+        again = (
+            f"batch {record.batch_id} ended {record.status} but {exc.method} {exc.path} answered "
+            f"404 (attempt {attempt} of {OUTPUT_ATTEMPTS})"
+        )
+        return None, again
+    if not lost:
+        return None, None
+    store.record(name, record.shard_id, output_not_found=attempt)
+    return f"its {' and '.join(lost)} answered 404 at {attempt} attempts", None
+
+
 def _read_batch_output(
-    client: BifrostClient, record: ShardRecord, collector: BatchCollector, downloads: Path
-) -> None:
-    """Feed a terminal batch's output to the collector, the way its provider serves it."""
+    client: BifrostClient,
+    record: ShardRecord,
+    collector: BatchCollector,
+    downloads: Path,
+    *,
+    give_up: bool,
+) -> list[str]:
+    """Feed a terminal batch's output to the collector, the way its provider serves it; the
+    parts that answered 404 when `give_up` (else the NotFoundError is raised)."""
     provider = record.provider
+    lost: list[str] = []
+
+    def fetch(what: str, download: Callable[[], object]) -> bool:
+        try:
+            download()
+        except NotFoundError:
+            if not give_up:
+                raise
+            lost.append(what)
+            return False
+        return True
+
     if provider_traits(provider).results_source == "files":
         for kind, file_id in (("output", record.output_file_id), ("error", record.error_file_id)):
             if not file_id:
                 continue
             dest = downloads / f"{kind}-{record.shard_id}.jsonl"
-            client.download_file_content(file_id, provider=provider, dest=dest)
+            if not fetch(
+                f"{kind} file {file_id}",
+                partial(client.download_file_content, file_id, provider=provider, dest=dest),
+            ):
+                continue
             try:
                 with open(dest, "rb") as lines:
                     collector.add_lines(lines, source=f"{kind} file {file_id}")
@@ -285,13 +407,19 @@ def _read_batch_output(
                 dest.unlink(missing_ok=True)
     elif record.status != "failed":
         dest = downloads / f"results-{record.shard_id}.json"
-        client.download_batch_results(record.batch_id, provider=provider, dest=dest)  # type: ignore[arg-type]
+        batch_id: str = record.batch_id  # type: ignore[assignment]
+        if not fetch(
+            "results",
+            partial(client.download_batch_results, batch_id, provider=provider, dest=dest),
+        ):
+            return lost
         try:
             collector.add_items(
                 item.model_dump(mode="json", exclude_none=True) for item in iter_result_items(dest)
             )
         finally:
             dest.unlink(missing_ok=True)
+    return lost
 
 
 def expected_lines(plan: InputPlan) -> np.ndarray:
