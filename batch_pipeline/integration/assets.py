@@ -453,7 +453,10 @@ def collect_events(
             "total_tokens": report.total_tokens,
             "cost_usd": round(report.cost_usd, 6),
             "unpriced_models": ", ".join(report.unpriced_models) or "none",
-            "batch_ids": dg.MetadataValue.json(sorted(report.batches)),
+            # the batches made; a shard cancelled before its create had none
+            "batch_ids": dg.MetadataValue.json(
+                sorted(b.batch_id for b in report.batches.values() if b.batch_id)
+            ),
         },
     )
     yield dg.MaterializeResult(

@@ -1,5 +1,6 @@
 """Failures named by their cause: a full disk during collect, through the real command line, fails
-at once in one line and a rerun after freeing room completes with one batch per shard."""
+at once in one line and a rerun after freeing room completes with one batch per shard; the
+counts a summary shows are of the batches actually made."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.instance.ref import InstanceRef
-from pipeline_support import chat_lines, write_input
+from driver_support import driver, submit
+from pipeline_support import chat_lines, counters, write_input
 from reliability_support import assert_invariant, assert_one_batch_per_shard
 
 FILLER = "filler"
@@ -78,3 +80,25 @@ def test_a_full_disk_during_collect_names_itself_and_a_rerun_completes(
     assert line.split()[1:3] == ["1", "8"], line
     assert_one_batch_per_shard(emulator.base_url, data_root, ["tix"])
     assert_invariant(data_root, "tix", 8)
+
+
+def test_the_counts_are_of_batches_made_not_of_shards(
+    emulator_factory, instance, data_root: Path
+) -> None:
+    """A file cancelled while its shard waited on a queue limit made no batch: its collect says
+    so (the summary counts these batch ids), though the shard is accounted for."""
+    emulator = emulator_factory(validation_delay=60.0)  # the first file's batch stays in flight
+    write_input(data_root, "first", chat_lines(8))
+    write_input(data_root, "held", chat_lines(8))
+    cap = {"submit": {"max_enqueued_tokens": {"openai/gpt-4o-mini": 500}}}
+    drive = driver(instance, emulator.base_url, data_root, cap)
+    assert submit(drive, "first") is None
+    assert submit(drive, "held") is None
+    assert counters(emulator.base_url)["batches_created"] == 1  # held back by the cap
+    assert drive.execute(drive.names.cancel_job, "held").success
+    collected = drive.execute(drive.names.collect_job, "held")
+    assert collected.success, collected.message
+    results = collected.materializations[drive.names.batch_results.to_user_string()]
+    assert results["batch_ids"] == []
+    errors = collected.materializations[drive.names.batch_errors.to_user_string()]
+    assert errors["errors_by_stage"] == {"canceled": 8}
