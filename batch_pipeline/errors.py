@@ -7,12 +7,13 @@ BatchPipelineError
 ├── InputRejected         an input file or table that cannot be submitted, every problem listed
 ├── InputChanged          an input rewritten while it was read
 ├── LayoutError           a file or partition name the data layout refuses
-├── StorageError          the data root cannot do what was asked (LockBusy, LockLost)
+├── StorageError          the data root cannot do what was asked (LockBusy, LockLost,
+│                         StorageFailed: a local file error told by cause, StorageFull)
 ├── ManifestBusy          another process holds the same work on the same input
 ├── SubmissionError       submission stopped (SubmissionUncertain: a create's outcome unknown)
 ├── BudgetExceeded        submitting would pass a budget
 ├── PriceTableError       a price table that cannot be used
-├── CollectError          an input cannot be collected (yet)
+├── CollectError          an input cannot be collected (yet) (OutputUnavailable: a 404 output)
 ├── CancelError           nothing to cancel
 ├── RetryError            no retry wave can be written
 └── PipelineError         the Dagster integration or the CLI cannot do what was asked

@@ -217,6 +217,10 @@ class EmulatorApp:
                     "retry-after-ms": str(int(wait * 1000)),
                 },
             )
+        gone = faults.take("not_found", request_type)
+        if gone is not None:
+            counters.fault_fired("not_found")
+            raise ApiError(404, f"Injected: the object is gone ({request_type}).", type="not_found")
         failing = faults.take("server_error", request_type)
         if failing is not None:
             counters.fault_fired("server_error")

@@ -15,6 +15,10 @@ FaultKind = Literal[
     "reset_download",
     "stall_download",
     "malformed_output",
+    "not_found",
+    "duplicate_ids",
+    "unknown_ids",
+    "fewer_lines",
 ]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 
@@ -49,7 +53,11 @@ class Fault(BaseModel):
     reset_download: a file content download is cut after `after_bytes` bytes; stall_download: a
     file content download pauses `delay` seconds after `after_bytes` bytes, then completes;
     malformed_output: the next `count` finished batches get `lines` truncated lines in their
-    output (OpenAI output file, Anthropic results).
+    output (OpenAI output file, Anthropic results);
+    not_found: a 404 answer, as for an object that is gone (a lost output file);
+    duplicate_ids / unknown_ids / fewer_lines: the next `count` finished OpenAI-style batches get
+    their first `lines` output lines repeated / copies of them under custom_ids they never had /
+    those lines dropped (a gateway that lies about its output).
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
 
 from batch_pipeline.emulator.config import Fault
+
+# Faults that make a finished batch's output file lie about its requests.
+OUTPUT_LIES = ("duplicate_ids", "unknown_ids", "fewer_lines")
 
 
 @dataclass
@@ -59,3 +66,25 @@ class FaultBoard:
             return [
                 {**a.fault.model_dump(), "remaining": a.left, "skip": a.skip} for a in self._armed
             ]
+
+
+def lie_in_output(path: Path, fault: Fault) -> None:
+    """Rewrite a JSONL output file as `fault` says: its first `lines` lines repeated at the end
+    (duplicate_ids), copied at the end under custom_ids no request had (unknown_ids), or dropped
+    (fewer_lines)."""
+    tmp = path.with_name(path.name + ".lie")
+    with path.open("rb") as source, tmp.open("wb") as target:
+        first = []
+        for index, line in enumerate(source):
+            if index < fault.lines:
+                first.append(line)
+                if fault.kind == "fewer_lines":
+                    continue
+            target.write(line)
+        for line in first if fault.kind != "fewer_lines" else []:
+            if fault.kind == "unknown_ids":
+                record = orjson.loads(line)
+                record["custom_id"] = f"not-requested-{record.get('custom_id')}"
+                line = orjson.dumps(record) + b"\n"
+            target.write(line)
+    os.replace(tmp, path)

@@ -21,6 +21,7 @@ from batch_pipeline.emulator.batches import (
     timeline,
 )
 from batch_pipeline.emulator.errors import ApiError, openai_not_found
+from batch_pipeline.emulator.faults import OUTPUT_LIES, lie_in_output
 from batch_pipeline.emulator.files import ProviderFiles
 from batch_pipeline.emulator.runtime import Runtime
 from batch_pipeline.emulator.store import BatchRecord, derived_id, new_id
@@ -378,6 +379,7 @@ class OpenAIBatches(ProviderBatches):
     def publish(self, rt: Runtime, batch: BatchRecord) -> None:
         """Register the output and error files (only the non-empty ones, as OpenAI does)."""
         malformed = rt.faults.take("malformed_output")
+        lies = [lie for kind in OUTPUT_LIES if (lie := rt.faults.take(kind)) is not None]
         for suffix, kind in (("out.part", "output"), ("err.part", "error")):
             part = rt.store.batch_path(batch.id, suffix)
             file_id = derived_id("file-", f"{batch.id}:{kind}")
@@ -389,6 +391,9 @@ class OpenAIBatches(ProviderBatches):
                 if kind == "output" and malformed is not None:
                     corrupt_lines(part, malformed.lines)
                     rt.counters.fault_fired("malformed_output")
+                for lie in lies if kind == "output" else []:
+                    lie_in_output(part, lie)
+                    rt.counters.fault_fired(lie.kind)
                 os.replace(part, data)
             if not data.exists():
                 continue

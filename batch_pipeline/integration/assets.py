@@ -31,12 +31,14 @@ from batch_pipeline.ledger.manifest import ManifestStore
 from batch_pipeline.ledger.storage import DataPath, parquet_schema
 from batch_pipeline.operations.alerts import error_rate
 from batch_pipeline.operations.collect import (
+    OUTPUT_ATTEMPTS,
     CollectReport,
     collect_partition,
     delete_batch_files,
     load_plan,
 )
 from batch_pipeline.operations.costs import check_plan_budget, plan_estimates
+from batch_pipeline.operations.failures import is_transient, storage_errors_told
 from batch_pipeline.operations.outcomes import OutcomesFile, build_outcomes
 from batch_pipeline.operations.poll import refresh_statuses
 from batch_pipeline.operations.queue_limits import QueueGate, queue_key
@@ -123,10 +125,14 @@ def table_schema(schema: pa.Schema) -> dg.TableSchema:
 
 
 def failure(exc: BaseException, name: str) -> dg.Failure:
-    """A step failure of one line; a gateway problem may be worth a retry, the rest is not."""
-    if isinstance(exc, GatewayError):
-        return dg.Failure(description=f"{name}: {exc}", allow_retries=exc.retryable)
-    return dg.Failure(description=str(exc), allow_retries=False)
+    """A step failure of one line naming its cause; only a transient one (`is_transient`) may
+    be retried by the step's retry policy: a full disk or a 4xx fails the step at once."""
+    transient = is_transient(exc)
+    return dg.Failure(
+        description=f"{name}: {exc}" if isinstance(exc, GatewayError) else str(exc),
+        metadata={"error": type(exc).__name__, "transient": transient},
+        allow_retries=transient,
+    )
 
 
 def build_assets(
@@ -343,7 +349,11 @@ def build_assets(
         can_subset=False,
         pool=settings.gateway.pool,
         required_resource_keys={gateway_key, data_key},
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+        # retries only what may pass (is_transient); a batch output answering 404 is tried
+        # OUTPUT_ATTEMPTS times in all, so one run ends with it read or recorded as missing
+        retry_policy=dg.RetryPolicy(
+            max_retries=OUTPUT_ATTEMPTS - 1, delay=5, backoff=dg.Backoff.EXPONENTIAL
+        ),
     )
     def collected(
         context: dg.AssetExecutionContext,
@@ -352,18 +362,21 @@ def build_assets(
         data: DataRootResource = getattr(context.resources, data_key)
         layout, store, name = data.layout(), data.store(), context.partition_key
         try:
-            with gateway.client() as client:
-                report = collect_partition(
-                    client, layout, store, name, prices=price_table(settings)
+            with storage_errors_told(f"collecting {name}"):
+                with gateway.client() as client:
+                    report = collect_partition(
+                        client, layout, store, name, prices=price_table(settings)
+                    )
+                    for warning in report.warnings:
+                        context.log.warning(f"{name}: {warning}")
+                    if settings.collect.delete_files_after and report.invariant.passed:
+                        for problem in delete_batch_files(client, store, name):
+                            context.log.warning(f"cleanup: {problem}")
+                outcomes = (
+                    build_outcomes(layout, attempt_of(name)[0]) if report.invariant.passed else None
                 )
-                if settings.collect.delete_files_after and report.invariant.passed:
-                    for problem in delete_batch_files(client, store, name):
-                        context.log.warning(f"cleanup: {problem}")
-            outcomes = (
-                build_outcomes(layout, attempt_of(name)[0]) if report.invariant.passed else None
-            )
         except BatchPipelineError as exc:
-            raise failure(exc, name) from None
+            raise failure(exc, name) from exc
         yield from collect_events(names, layout, report, outcomes, settings.alerts.max_error_rate)
 
     return PipelineAssets(inbox, batch_input, submitted_batches, collected)
@@ -426,6 +439,7 @@ def collect_events(
         f"**{report.results_rows}** results, **{report.errors_rows}** errors ({by_stage}), "
         f"{report.total_tokens:,} tokens, ${report.cost_usd:.4f} at batch prices, "
         f"{len(report.batches)} batch(es)."
+        + (f" **{len(report.warnings)} warning(s)** (see batch_errors)." if report.warnings else "")
     )
     yield dg.MaterializeResult(
         asset_key=names.batch_results,
@@ -439,7 +453,10 @@ def collect_events(
             "total_tokens": report.total_tokens,
             "cost_usd": round(report.cost_usd, 6),
             "unpriced_models": ", ".join(report.unpriced_models) or "none",
-            "batch_ids": dg.MetadataValue.json(sorted(report.batches)),
+            # the batches made; a shard cancelled before its create had none
+            "batch_ids": dg.MetadataValue.json(
+                sorted(b.batch_id for b in report.batches.values() if b.batch_id)
+            ),
         },
     )
     yield dg.MaterializeResult(
@@ -449,6 +466,10 @@ def collect_events(
             "path": dg.MetadataValue.path(relative(layout, report.errors_path)),
             "dagster/column_schema": table_schema(parquet_schema(report.errors_path)),
             "errors_by_stage": dg.MetadataValue.json(report.errors_by_stage),
+            "dropped_output_lines": report.dropped_lines,
+            "gateway_warnings": dg.MetadataValue.md(
+                "\n".join(f"- {w}" for w in report.warnings) or "none"
+            ),
         },
     )
     if outcomes is not None:

@@ -374,7 +374,9 @@ class PipelineDriver:
                 waiting.append(name)
                 progress(f"{name}: submitted")
             else:
-                outcomes[name] = FileOutcome(name, ok=False, message=submitted.message)
+                outcomes[name] = FileOutcome(
+                    name, ok=False, message=submitted.message, batches=self._batches_made(name)
+                )
                 progress(f"{name}: not submitted: {submitted.message}")
         deadline = time.monotonic() + timeout
         waited = 0.0
@@ -422,7 +424,12 @@ class PipelineDriver:
         results = collect.materializations.get(self.names.batch_results.to_user_string())
         errors = collect.materializations.get(self.names.batch_errors.to_user_string())
         if results is None or errors is None:
-            return FileOutcome(name, ok=False, message=collect.message or "not collected")
+            return FileOutcome(
+                name,
+                ok=False,
+                message=collect.message or "not collected",
+                batches=self._batches_made(name),
+            )
         ok = collect.checks.get(INVARIANT_CHECK, False)
         return FileOutcome(
             name,
@@ -435,6 +442,12 @@ class PipelineDriver:
             cost_usd=float(results.get("cost_usd") or 0.0),
             batches=len(results.get("batch_ids") or []),
         )
+
+    def _batches_made(self, name: str) -> int:
+        """How many batches the gateway holds for `name`, as its manifest records them (what a
+        failed run still paid for)."""
+        manifest = self.data.store().load(name)
+        return len(manifest.batch_ids) if manifest else 0
 
 
 def _progress_line(event: dg.AssetObservation) -> str:

@@ -62,6 +62,7 @@ class ShardRecord(BaseModel):
     waiting: str | None = None  # why a pending shard is held back (queue limits)
     files_deleted: bool = False
     cancel_requested: bool = False  # asked while its create was in flight: cancel once known
+    output_not_found: int = 0  # collects that met this ended batch's output answering 404
 
     @property
     def in_flight(self) -> bool:

@@ -6,12 +6,19 @@ Anthropic style reads /results. Whatever a batch did not answer is accounted for
 `BatchCollector.finish` (expired, canceled, batch failure, missing), and the invariant is then
 verified from the written Parquet files themselves. A file's batches are downloaded a few at a
 time ahead of the conversion, which writes them in order into one pair of Parquet files.
+
+A gateway that lies is told, never trusted nor waited on forever: output lines it repeats or
+that name requests of no batch are dropped with a warning, requests without a line become
+`missing` rows with a warning, and an ended batch whose output answers 404 fails the collect
+(worth another attempt) until the manifest counts OUTPUT_ATTEMPTS such collects; then whatever
+was unreadable becomes `missing` rows saying why. A local file error stops the collect as the
+package's StorageFailed (StorageFull for a full disk), naming its cause.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +39,7 @@ from batch_pipeline.inputs import InputPlan, read_shard_index
 from batch_pipeline.ledger.layout import DataLayout
 from batch_pipeline.ledger.manifest import Manifest, ManifestBusy, ManifestStore, ShardRecord
 from batch_pipeline.ledger.storage import DataPath, is_local, read_parquet, scratch_for
+from batch_pipeline.operations.failures import storage_errors_told
 from batch_pipeline.operations.poll import GONE_STATUS, refresh_statuses
 from batch_pipeline.operations.retry import attempt_of
 from batch_pipeline.prices import PriceTable
@@ -43,10 +51,20 @@ from batch_pipeline.results.structured import StructuredOutput
 SAMPLE = 20
 PARALLEL_DOWNLOADS = 4  # batches of a file downloaded at once during a collect
 RESULTS_DOCUMENT = "results"
+# Collects that may meet an ended batch's output answering 404 before its unread requests are
+# recorded as missing (the collect step's retry policy makes as many attempts in one run).
+OUTPUT_ATTEMPTS = 3
 
 
 class CollectError(BatchPipelineError):
     """The input file cannot be collected yet (or at all); the message says why."""
+
+
+class OutputUnavailable(CollectError):
+    """An ended batch's output answered 404; another collect may find it (a gateway still
+    publishing it), up to OUTPUT_ATTEMPTS counted in the manifest."""
+
+    retryable = True
 
 
 @dataclass
@@ -98,6 +116,12 @@ class CollectReport:
     invariant: InvariantReport
     cost_usd: float = 0.0
     unpriced_models: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what the gateway's output got wrong
+
+    @property
+    def dropped_lines(self) -> int:
+        """Output lines dropped: a custom_id repeated, or not one of its batch's requests."""
+        return sum(b.duplicates_ignored + b.unknown_ids_ignored for b in self.batches.values())
 
 
 def load_plan(layout: DataLayout, name: str) -> InputPlan:
@@ -123,10 +147,10 @@ def collect_partition(
     The batches' status is read again from the gateway and recorded first: the status sensor
     that asked for this collect writes nothing. Spend is priced per batch (one model each) from
     the tokens the provider reported. One collect of a file runs at a time; it first sweeps
-    what a killed one left behind.
+    what a killed one left behind. A local file error is raised as StorageFailed.
     """
     try:
-        with store.exclusive(name, "collect"):
+        with storage_errors_told(f"collecting {name}"), store.exclusive(name, "collect"):
             _sweep_leftovers(layout, name)
             refresh_statuses(client, store, name)
             return _collect(client, layout, store, name, prices or PriceTable(), collected_at)
@@ -165,11 +189,14 @@ def _collect(
 
     results_path, errors_path = layout.results_file(name), layout.errors_file(name)
     batches: dict[str, CollectStats] = {}
+    warnings: list[str] = []
+    unavailable: list[str] = []  # batches whose output answered 404 this time, before the last
     cost, unpriced = 0.0, set()
     original, attempt = attempt_of(name)
     structured = StructuredOutput.of_template(plan.template)
     keys = plan.keys_path
     with (
+        storage_errors_told(f"writing results of {name} under {layout.root}"),
         # downloads sit in staging/<name>/downloads on disk (swept after a kill), else in temp
         scratch_for(layout.staging(name) / "downloads" / "output.jsonl") as downloads,
         PartitionWriter(
@@ -195,10 +222,14 @@ def _collect(
             )
             collector = BatchCollector(writer, ctx, read_shard_index(shard))
             before = writer.stats
-            _feed(collector, output)
-            batches[record.batch_id or shard.shard_id] = collector.finish(
-                status=record.status or "", batch_errors=record.batch_errors
+            lost, again = _settle(store, name, record, output)
+            unavailable += [again] if again else []
+            _feed(collector, output.files)
+            told = collector.finish(
+                status=record.status or "", batch_errors=record.batch_errors, lost=lost
             )
+            batches[record.batch_id or shard.shard_id] = told
+            warnings += output_warnings(record.batch_id or shard.shard_id, told, lost)
             after = writer.stats
             spent = prices.cost(
                 shard.provider,
@@ -210,6 +241,12 @@ def _collect(
                 unpriced.add(f"{shard.provider}/{shard.model}")
             else:
                 cost += spent
+        if unavailable:  # raised inside the writer, so nothing of this attempt is published
+            more = f" (and {len(unavailable) - 1} more batch(es))" if len(unavailable) > 1 else ""
+            raise OutputUnavailable(
+                f"{name}: {unavailable[0]}{more}; collected again up to {OUTPUT_ATTEMPTS} times, "
+                "then its unread requests are recorded as missing"
+            )
     stats = writer.stats
     return CollectReport(
         name=name,
@@ -225,7 +262,37 @@ def _collect(
         invariant=check_invariant(plan, results_path, errors_path),
         cost_usd=cost,
         unpriced_models=sorted(unpriced),
+        warnings=warnings,
     )
+
+
+def output_warnings(batch: str, stats: CollectStats, lost: str | None) -> list[str]:
+    """One line per thing a batch's output got wrong, naming the batch and the count."""
+    found = []
+    if stats.duplicates_ignored:
+        found.append(
+            f"batch {batch}: dropped {stats.duplicates_ignored} output line(s) repeating a "
+            "custom_id already read"
+        )
+    if stats.unknown_ids_ignored:
+        found.append(
+            f"batch {batch}: dropped {stats.unknown_ids_ignored} output line(s) whose custom_id "
+            "is not one of this batch's requests"
+        )
+    if stats.unparseable_lines:
+        found.append(
+            f"batch {batch}: {stats.unparseable_lines} output line(s) could not be read "
+            f"(first: {', '.join(stats.unparseable_refs)})"
+        )
+    missing = stats.by_stage.get("missing", 0)
+    if lost is not None:
+        found.append(f"batch {batch}: {lost}; {missing} request(s) recorded as missing")
+    elif missing:
+        found.append(
+            f"batch {batch}: no result line for {missing} of {stats.expected} request(s); "
+            "recorded as missing"
+        )
+    return found
 
 
 def delete_batch_files(client: BifrostClient, store: ManifestStore, name: str) -> list[str]:
@@ -273,14 +340,23 @@ def _add_rejected(writer: PartitionWriter, plan: InputPlan) -> None:
             )
 
 
+@dataclass
+class _Fetched:
+    """A terminal batch's output on local disk: (what it is, where) pairs, `results` being a
+    /results document and anything else a file of result lines; and what answered 404."""
+
+    files: list[tuple[str, Path]] = field(default_factory=list)
+    not_found: list[tuple[str, NotFoundError]] = field(default_factory=list)
+
+
 def _fetch_ahead(
     client: BifrostClient, records: list[ShardRecord], downloads: Path
-) -> Iterator[list[tuple[str, Path]]]:
+) -> Iterator[_Fetched]:
     """Each batch's downloaded output, in order, while up to PARALLEL_DOWNLOADS batches are
     downloaded concurrently ahead of the one being converted: collect keeps the network and
     Arrow's conversion threads busy together instead of one stream after the other."""
     with ThreadPoolExecutor(PARALLEL_DOWNLOADS, thread_name_prefix="collect") as pool:
-        ahead: deque[Future[list[tuple[str, Path]]]] = deque()
+        ahead: deque[Future[_Fetched]] = deque()
         upcoming = iter(records)
         try:
             while True:
@@ -295,37 +371,69 @@ def _fetch_ahead(
         finally:
             for future in ahead:
                 if not future.cancel() and future.exception() is None:
-                    for _, path in future.result():
+                    for _, path in future.result().files:
                         path.unlink(missing_ok=True)
 
 
-def _download_batch_output(
-    client: BifrostClient, record: ShardRecord, downloads: Path
-) -> list[tuple[str, Path]]:
-    """Download a terminal batch's output the way its provider serves it: (what it is, where
-    it is) pairs; `results` is a /results document, anything else a file of result lines."""
+def _download_batch_output(client: BifrostClient, record: ShardRecord, downloads: Path) -> _Fetched:
+    """Download a terminal batch's output the way its provider serves it."""
+    fetched = _Fetched()
     if not record.batch_id or record.status == GONE_STATUS:
-        return []
+        return fetched
     provider = record.provider
     traits = provider_traits(provider)
-    fetched: list[tuple[str, Path]] = []
+    wanted: list[tuple[str, Path, Callable[..., object]]] = []
     if traits.results_source == "files":
         for kind, file_id in (("output", record.output_file_id), ("error", record.error_file_id)):
             if file_id:
-                dest = downloads / f"{kind}-{record.shard_id}.jsonl"
-                client.download_file_content(file_id, provider=provider, dest=dest)
-                fetched.append((f"{kind} file {file_id}", dest))
+                wanted.append(
+                    (
+                        f"{kind} file {file_id}",
+                        downloads / f"{kind}-{record.shard_id}.jsonl",
+                        partial(client.download_file_content, file_id, provider=provider),
+                    )
+                )
     elif record.status != "failed" or traits.results_when_failed:
-        dest = downloads / f"results-{record.shard_id}.json"
-        client.download_batch_results(record.batch_id, provider=provider, dest=dest)
-        fetched.append((RESULTS_DOCUMENT, dest))
+        results = partial(client.download_batch_results, record.batch_id, provider=provider)
+        wanted.append((RESULTS_DOCUMENT, downloads / f"results-{record.shard_id}.json", results))
+    for what, dest, download in wanted:
+        try:
+            download(dest=dest)
+        except NotFoundError as exc:
+            fetched.not_found.append((what, exc))
+        else:
+            fetched.files.append((what, dest))
     return fetched
 
 
-def _feed(collector: BatchCollector, fetched: list[tuple[str, Path]]) -> None:
+def _settle(
+    store: ManifestStore, name: str, record: ShardRecord, fetched: _Fetched
+) -> tuple[str | None, str | None]:
+    """What a batch's 404s mean: (why part of its output is lost, why it must be read again).
+
+    An output answering 404 counts one attempt in the manifest; before OUTPUT_ATTEMPTS it is to
+    be read again (the collect then fails with OutputUnavailable, after reading every other
+    batch, so all of them count this attempt); at the last one, what answered is read and the
+    rest reported lost."""
+    if not fetched.not_found:
+        return None, None
+    attempt = record.output_not_found + 1
+    store.record(name, record.shard_id, output_not_found=attempt)
+    if attempt < OUTPUT_ATTEMPTS:
+        exc = fetched.not_found[0][1]
+        again = (
+            f"batch {record.batch_id} ended {record.status} but {exc.method} {exc.path} answered "
+            f"404 (attempt {attempt} of {OUTPUT_ATTEMPTS})"
+        )
+        return None, again
+    lost = " and ".join(what for what, _ in fetched.not_found)
+    return f"its {lost} answered 404 at {attempt} attempts", None
+
+
+def _feed(collector: BatchCollector, files: list[tuple[str, Path]]) -> None:
     """Give a batch's downloaded output to its collector, then delete the downloads."""
     try:
-        for source, path in fetched:
+        for source, path in files:
             if source == RESULTS_DOCUMENT:
                 collector.add_items(
                     item.model_dump(mode="json", exclude_none=True)
@@ -335,7 +443,7 @@ def _feed(collector: BatchCollector, fetched: list[tuple[str, Path]]) -> None:
                 with open(path, "rb") as lines:
                     collector.add_lines(lines, source=source)
     finally:
-        for _, path in fetched:
+        for _, path in files:
             path.unlink(missing_ok=True)
 
 

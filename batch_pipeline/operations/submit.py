@@ -36,6 +36,7 @@ from batch_pipeline.inputs.prepare import InputSource, prepare, source_sha256
 from batch_pipeline.ledger.manifest import ManifestBusy, ManifestStore, ShardRecord
 from batch_pipeline.ledger.storage import DataPath, Hold, LockLost, local_copy
 from batch_pipeline.operations.costs import Estimate
+from batch_pipeline.operations.failures import storage_errors_told
 from batch_pipeline.operations.poll import status_fields
 from batch_pipeline.operations.queue_limits import QueueGate
 from batch_pipeline.providers import ProviderOptions, SubmitMode, provider_traits
@@ -86,7 +87,8 @@ def submit_plan(
     interrupted create is only taken as "no batch" once `settle_seconds` have passed since it.
     `options` say what some providers need beyond a model (Bedrock's and Vertex's output
     folders, Gemini's and Azure's input). Two submits of the same file never run at once (the
-    second is refused).
+    second is refused). A local file error is raised as StorageFailed (a create whose answer
+    was not recorded is found again by the next submit).
     """
     options = options or ProviderOptions()
     for provider in sorted({shard.provider for shard in plan.shards}):
@@ -97,7 +99,10 @@ def submit_plan(
                 "(see README, Providers); nothing was sent"
             )
     try:
-        with store.exclusive(plan.input_name, "submit") as hold:
+        with (
+            storage_errors_told(f"submitting {plan.input_name}"),
+            store.exclusive(plan.input_name, "submit") as hold,
+        ):
             register_plan(store, plan, estimates or {})
             return [
                 _submit_shard(

@@ -151,10 +151,15 @@ class BatchCollector:
                 self._add_unreadable(dump_json(item), f"results item {index}")
 
     def finish(
-        self, *, status: str, batch_errors: Sequence[Mapping[str, Any]] = ()
+        self,
+        *,
+        status: str,
+        batch_errors: Sequence[Mapping[str, Any]] = (),
+        lost: str | None = None,
     ) -> CollectStats:
         """Write one error row for each expected request not yet seen, by the batch's final
-        status, and return how the batch was accounted for."""
+        status (or, when part of its output could not be had, `lost` saying why: a `missing`
+        row whatever the status), and return how the batch was accounted for."""
         self._check_open()
         self._finished = True
         for custom_id, (outcome, raw) in self._pending_parse.items():
@@ -162,7 +167,7 @@ class BatchCollector:
             self._rows.emit(outcome, custom_id, self._expected[custom_id], raw)
         unseen = np.flatnonzero(~self._seen)
         if len(unseen):
-            template = self._missing_outcome(status, batch_errors)
+            template = self._missing_outcome(status, batch_errors, lost)
             ids = self._ids.take(pa.array(unseen)).to_pylist()
             missing = sorted(zip(self._lines[unseen].tolist(), ids, strict=True))
             for input_line, custom_id in missing:
@@ -244,8 +249,13 @@ class BatchCollector:
             outcome = error_outcome("parse", "unparseable_line", message, retryable=True)
             self._pending_parse[custom_id] = (outcome, raw_text(line))
 
-    def _missing_outcome(self, status: str, batch_errors: Sequence[Mapping[str, Any]]) -> Outcome:
+    def _missing_outcome(
+        self, status: str, batch_errors: Sequence[Mapping[str, Any]], lost: str | None = None
+    ) -> Outcome:
         """The error row every unaccounted request of a batch gets, by the batch's status."""
+        if lost is not None and status != "failed":
+            message = f"batch ended {status!r} but {lost}: its result for this request was lost"
+            return error_outcome("missing", "output_unavailable", message, retryable=True)
         if status == "expired":
             return error_outcome(
                 "expired",

@@ -5,11 +5,13 @@ that line says), one batch per shard, every input line in exactly one row, whole
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import duckdb
 import httpx
 import pytest
@@ -26,6 +28,9 @@ from reliability_support import (
     input_lines,
     shard_ids,
 )
+
+from batch_pipeline.ledger.manifest import ManifestStore
+from batch_pipeline.operations.collect import OUTPUT_ATTEMPTS
 
 NAMES = ("chat", "claude")
 # The routes a run of both partitions uses: uploads, creates, polls, downloads, /results.
@@ -277,3 +282,92 @@ def test_a_gateway_refusal_during_submit_is_one_clear_line(
     summary = run(driver(instance, emulator.base_url, data_root), data_root, ["chat"])
     _assert_one_line(summary.files[0].message, "HTTP 401", "check BIFROST_API_KEY")
     assert counters(emulator.base_url)["batches_created"] == 0
+
+
+# A gateway that lies about a finished batch's output: what it served is told, never trusted.
+
+
+def _collect_runs(drive, name: str) -> list[dg.DagsterRun]:
+    return drive.instance.get_runs(
+        dg.RunsFilter(job_name=drive.names.collect_job, tags={"dagster/partition": name})
+    )
+
+
+def _warnings_logged(drive, run_id: str) -> list[str]:
+    return [e.user_message for e in drive.instance.all_logs(run_id) if e.level == logging.WARNING]
+
+
+def _retries(drive, run_id: str) -> int:
+    return len(drive.instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY))
+
+
+def test_an_output_file_answering_404_ends_in_missing_rows_after_bounded_attempts(
+    emulator, instance, data_root: Path
+) -> None:
+    """Every output and error file of the finished batches answers 404, always: one collect run
+    tries OUTPUT_ATTEMPTS times (counted in the manifest), then records every request as
+    missing with the reason, and says so in the log and the asset's metadata."""
+    paths = {"chat": _inputs(data_root)["chat"]}  # two shards, so two batches to give up on
+    drive = driver(instance, emulator.base_url, data_root)
+    assert submit(drive, "chat") is None
+    arm(emulator.base_url, kind="not_found", routes=["file_content"], count=None)
+    assert poll_and_collect(drive, ["chat"], timeout=90) == {"chat": None}
+    rows = _assert_proofs(emulator.base_url, data_root, paths)
+    assert rows["chat"] == (0, 12)
+    errors = duckdb.sql(
+        f"select stage, error_code, retryable, count(*), count(distinct error_message) "
+        f"from read_parquet('{data_root}/errors/*/*.parquet') group by all"
+    ).fetchall()
+    assert errors == [("missing", "output_unavailable", True, 12, 2)]  # one reason per batch
+    message = duckdb.sql(
+        f"select any_value(error_message) from read_parquet('{data_root}/errors/*/*.parquet')"
+    ).fetchall()[0][0]
+    assert f"answered 404 at {OUTPUT_ATTEMPTS} attempts" in message, message
+    manifest = ManifestStore(data_root / "batches").load("chat")
+    assert [s.output_not_found for s in manifest.shards.values()] == [OUTPUT_ATTEMPTS] * 2
+    (run,) = _collect_runs(drive, "chat")  # one run, its step retried until the bound
+    assert _retries(drive, run.run_id) == OUTPUT_ATTEMPTS - 1
+    warned = _warnings_logged(drive, run.run_id)
+    for batch_id in manifest.batch_ids:
+        assert any(batch_id in w and "recorded as missing" in w for w in warned), warned
+    meta = drive.outcome(run.run_id).materializations[drive.names.batch_errors.to_user_string()]
+    assert meta["gateway_warnings"].count("answered 404") == 2
+
+
+@pytest.mark.parametrize(
+    ("lies", "stages", "warned"),
+    [
+        (
+            [("duplicate_ids", 2), ("unknown_ids", 1)],
+            {"request": 1},
+            ["dropped 2 output line(s) repeating a custom_id", "dropped 1 output line(s) whose"],
+        ),
+        ([("fewer_lines", 3)], {"request": 1, "missing": 3}, ["no result line for 3 of 8"]),
+    ],
+    ids=["duplicate-and-unknown-ids", "fewer-lines"],
+)
+def test_an_output_file_that_lies_is_collected_with_a_warning(
+    emulator, instance, data_root: Path, lies, stages, warned
+) -> None:
+    """Repeated or foreign custom_ids are dropped, requests without a line become `missing`
+    rows; each is a log warning naming the batch and the count, and metadata on the asset."""
+    paths = {"chat": write_input(data_root, "chat", chat_lines(8, fail={8: 500}))}
+    for kind, lines in lies:
+        arm(emulator.base_url, kind=kind, lines=lines)
+    drive = driver(instance, emulator.base_url, data_root)
+    assert submit(drive, "chat") is None
+    assert poll_and_collect(drive, ["chat"]) == {"chat": None}
+    assert counters(emulator.base_url)["faults_fired"] == {kind: 1 for kind, _ in lies}
+    _assert_proofs(emulator.base_url, data_root, paths)
+    found = duckdb.sql(
+        f"select stage, count(*) from read_parquet('{data_root}/errors/*/*.parquet') group by 1"
+    ).fetchall()
+    assert dict(found) == stages
+    (run,) = _collect_runs(drive, "chat")
+    (batch_id,) = ManifestStore(data_root / "batches").load("chat").batch_ids
+    logged = _warnings_logged(drive, run.run_id)
+    meta = drive.outcome(run.run_id).materializations[drive.names.batch_errors.to_user_string()]
+    for fragment in warned:
+        assert any(f"batch {batch_id}: {fragment}" in w for w in logged), logged
+        assert fragment in meta["gateway_warnings"]
+    assert meta["dropped_output_lines"] == sum(n for kind, n in lies if kind != "fewer_lines")
