@@ -192,6 +192,9 @@ class PipelineSettings(_Section):
     """One pipeline instance: an inbox of request files under a data root, sent to one gateway,
     collected into results and errors Parquet. Everything it makes carries `name`."""
 
+    # an error never repeats the value: a SAS token pasted into a blob URL must not reach logs
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
     name: str = Field(
         description="Prefixes every asset key, job, sensor, schedule and resource key this "
         "instance makes (letters, digits, `_`)",
