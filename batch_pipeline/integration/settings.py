@@ -223,7 +223,8 @@ class PipelineSettings(_Section):
         default_factory=ProviderOptions,
         description="What some providers need beyond a model: bedrock_role_arn and "
         "bedrock_output_s3_uri, vertex_output_folder (gs://), gemini_input (inline or file), "
-        "azure_input (file or blob) and azure_blob_folder",
+        "azure_input (file or blob), azure_blob_folder, azure_blob_endpoint and "
+        "azure_blob_sas_env (the variable holding the SAS token)",
     )
     inputs: InputSettings = InputSettings()
     submit: SubmitSettings = SubmitSettings()

@@ -24,6 +24,7 @@ from batch_pipeline.gateway import (
     NotFoundError,
     iter_result_items,
 )
+from batch_pipeline.gateway.azure_blob import AzureBlobClient, BlobStorageError
 from batch_pipeline.inputs import InputPlan, read_shard_index
 from batch_pipeline.ledger.layout import DataLayout
 from batch_pipeline.ledger.manifest import Manifest, ManifestBusy, ManifestStore, ShardRecord
@@ -111,19 +112,22 @@ def collect_partition(
     *,
     prices: PriceTable | None = None,
     collected_at: datetime | None = None,
+    blobs: AzureBlobClient | None = None,
 ) -> CollectReport:
     """Write `results` and `errors` Parquet for input file `name`; its batches must be terminal.
 
     The batches' status is read again from the gateway and recorded first: the status sensor
     that asked for this collect writes nothing. Spend is priced per batch (one model each) from
-    the tokens the provider reported. One collect of a file runs at a time; it first sweeps
+    the tokens the provider reported; `blobs` reads the error blobs of Azure blob batches. One collect of a file runs at a time; it first sweeps
     what a killed one left behind.
     """
     try:
         with store.exclusive(name, "collect"):
             _sweep_leftovers(layout, name)
             refresh_statuses(client, store, name)
-            return _collect(client, layout, store, name, prices or PriceTable(), collected_at)
+            return _collect(
+                client, layout, store, name, prices or PriceTable(), collected_at, blobs
+            )
     except ManifestBusy as exc:
         raise CollectError(str(exc)) from None
 
@@ -148,6 +152,7 @@ def _collect(
     name: str,
     prices: PriceTable,
     collected_at: datetime | None,
+    blobs: AzureBlobClient | None,
 ) -> CollectReport:
     plan = load_plan(layout, name)
     manifest = store.load(name)
@@ -189,7 +194,7 @@ def _collect(
             collector = BatchCollector(writer, ctx, read_shard_index(shard))
             before = writer.stats
             if record.batch_id and record.status != GONE_STATUS:
-                _read_batch_output(client, record, collector, downloads)
+                _read_batch_output(client, record, collector, downloads, blobs)
             batches[record.batch_id or shard.shard_id] = collector.finish(
                 status=record.status or "", batch_errors=record.batch_errors
             )
@@ -268,12 +273,18 @@ def _add_rejected(writer: PartitionWriter, plan: InputPlan) -> None:
 
 
 def _read_batch_output(
-    client: BifrostClient, record: ShardRecord, collector: BatchCollector, downloads: Path
+    client: BifrostClient,
+    record: ShardRecord,
+    collector: BatchCollector,
+    downloads: Path,
+    blobs: AzureBlobClient | None,
 ) -> None:
     """Feed a terminal batch's output to the collector, the way its provider serves it."""
     provider = record.provider
     traits = provider_traits(provider)
-    if traits.results_source == "files":
+    if record.output_blob or record.error_blob:
+        _read_blob_batch(client, record, collector, downloads, blobs)
+    elif traits.results_source == "files":
         for kind, file_id in (("output", record.output_file_id), ("error", record.error_file_id)):
             if not file_id:
                 continue
@@ -285,14 +296,51 @@ def _read_batch_output(
             finally:
                 dest.unlink(missing_ok=True)
     elif record.status != "failed" or traits.results_when_failed:
-        dest = downloads / f"results-{record.shard_id}.json"
-        client.download_batch_results(record.batch_id, provider=provider, dest=dest)  # type: ignore[arg-type]
-        try:
-            collector.add_items(
-                item.model_dump(mode="json", exclude_none=True) for item in iter_result_items(dest)
-            )
-        finally:
-            dest.unlink(missing_ok=True)
+        _read_results_endpoint(client, record, collector, downloads)
+
+
+def _read_results_endpoint(
+    client: BifrostClient, record: ShardRecord, collector: BatchCollector, downloads: Path
+) -> None:
+    """Feed the items of a batch's /results answer, saved to disk first, to the collector."""
+    dest = downloads / f"results-{record.shard_id}.json"
+    client.download_batch_results(record.batch_id, provider=record.provider, dest=dest)  # type: ignore[arg-type]
+    try:
+        collector.add_items(
+            item.model_dump(mode="json", exclude_none=True) for item in iter_result_items(dest)
+        )
+    finally:
+        dest.unlink(missing_ok=True)
+
+
+def _read_blob_batch(
+    client: BifrostClient,
+    record: ShardRecord,
+    collector: BatchCollector,
+    downloads: Path,
+    blobs: AzureBlobClient | None,
+) -> None:
+    """An Azure blob batch: its answers through /results (Bifrost reads the output blob), its
+    failed requests from the error blob, which /results leaves out."""
+    if record.error_blob and blobs is None:
+        raise CollectError(
+            f"batch {record.batch_id} wrote its failed requests to a blob; reading it needs "
+            "providers.azure_input: blob and the SAS token in the variable "
+            "providers.azure_blob_sas_env names"
+        )
+    if record.output_blob:
+        _read_results_endpoint(client, record, collector, downloads)
+    if not record.error_blob or blobs is None:
+        return
+    dest = downloads / f"error-{record.shard_id}.jsonl"
+    try:
+        blobs.get_blob(record.error_blob, dest)
+        with open(dest, "rb") as lines:
+            collector.add_lines(lines, source=f"error blob {record.error_blob}")
+    except BlobStorageError as exc:
+        raise CollectError(f"batch {record.batch_id}: {exc}") from None
+    finally:
+        dest.unlink(missing_ok=True)
 
 
 def expected_lines(plan: InputPlan) -> np.ndarray:
