@@ -79,14 +79,13 @@ class AzureBlobClient:
         timeouts: Timeouts = Timeouts(),  # noqa: B008 - frozen dataclass, safe as a default
         max_retry_seconds: float = 60.0,
         verify: bool | str = True,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._endpoint = _checked_endpoint(endpoint) if endpoint else None
         token = _checked_token(sas_token)
         self.retry = RetryPolicy(max_total_seconds=max_retry_seconds)
         self.sleep: Callable[[float], None] = time.sleep
         local = self._endpoint is not None and is_loopback_host(self._endpoint.host)
-        inner = transport or httpx.HTTPTransport(
+        inner = httpx.HTTPTransport(
             verify=False if local else ssl_verification(verify), trust_env=not local
         )
         self._signer = _SasTransport(inner, token)
@@ -167,6 +166,8 @@ class AzureBlobClient:
         )
 
     def _check(self, response: httpx.Response, method: str, url: str) -> None:
+        """Raise a one-line BlobStatusError for a non-2xx answer (its code and first message
+        line from Azure's XML, the token redacted)."""
         if response.is_success:
             return
         body = bytearray()
@@ -241,7 +242,7 @@ class _SasTransport(httpx.BaseTransport):
         token = self._token.get_secret_value()
         text = text.replace(token, "***")
         for part in token.split("&"):
-            if part.startswith("sig="):
+            if part.startswith("sig=") and len(part) > 12:  # too short to be mistaken for text
                 text = text.replace(part[4:], "***")
         return text
 
