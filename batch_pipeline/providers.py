@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import re
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SubmitMode = Literal["file", "inline"]
+SubmitMode = Literal["file", "inline", "blob"]  # blob: Azure's input_blob
 ResultsSource = Literal["files", "results_endpoint"]
 LineFormat = Literal["openai", "anthropic"]  # {custom_id, method, url, body} or {custom_id, params}
 
@@ -134,13 +135,31 @@ PROVIDERS: dict[str, ProviderTraits] = {
 
 GEMINI_FILE_MAX_BYTES = 2048 * MB  # a Gemini batch input file (inline batches: ~20 MB)
 
+# An Azure storage account name, then a container name, as Azure allows them.
+_AZURE_BLOB_PATH = re.compile(r"/[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}(?:/[^?#]*)?")
+_AZURE_ACCOUNT = re.compile(r"[a-z0-9]{3,24}\.blob\.core\.windows\.net")
+
+
+def azure_blob_url_problem(url: str) -> str | None:
+    """Why `url` is not an `https://ACCOUNT.blob.core.windows.net/CONTAINER[/PATH]` URL without
+    query or credentials (a SAS token belongs in its variable), or None when it is one."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not _AZURE_ACCOUNT.fullmatch(parts.netloc):
+        return "not an https://ACCOUNT.blob.core.windows.net/CONTAINER/... URL"
+    if parts.query or parts.fragment or "?" in url:
+        return "must carry no query string (put the SAS token in its variable)"
+    if not _AZURE_BLOB_PATH.fullmatch(parts.path):
+        return "names no valid container (3-63 lowercase letters, digits and single '-')"
+    return None
+
 
 class ProviderOptions(BaseModel):
     """What an instance tells the providers that need more than a model: where Bedrock and
     Vertex write their output (each batch gets its own folder under these), and which input
-    Gemini and Azure take. None of it is a secret."""
+    Gemini and Azure take. None of it is a secret (a SAS token pasted into a URL by mistake is
+    kept out of error messages too)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     gemini_input: Literal["inline", "file"] = "inline"
     bedrock_role_arn: str | None = None
@@ -148,6 +167,23 @@ class ProviderOptions(BaseModel):
     vertex_output_folder: str | None = None
     azure_input: Literal["file", "blob"] = "file"
     azure_blob_folder: str | None = None
+    azure_blob_endpoint: str | None = Field(
+        default=None,
+        description="A base standing in for https://ACCOUNT.blob.core.windows.net when blobs "
+        "are put and read, e.g. Azurite's http://127.0.0.1:10000/ACCOUNT; unset: the real URL",
+    )
+    azure_blob_sas_env: str = Field(
+        default="AZURE_STORAGE_SAS_TOKEN",
+        description="Variable holding the SAS token (read/write on the folder's container)",
+    )
+
+    @field_validator("azure_blob_folder")
+    @classmethod
+    def _blob_folder(cls, value: str | None) -> str | None:
+        problem = value and azure_blob_url_problem(value)
+        if problem:
+            raise ValueError(f"azure_blob_folder: {problem}")
+        return value
 
     def max_bytes_per_batch(self) -> dict[str, int]:
         """Batch byte limits these options change from the table's (provider -> bytes)."""

@@ -20,6 +20,7 @@ from batch_pipeline.emulator.admin_routes import AdminRoutes
 from batch_pipeline.emulator.anthropic_batches import AnthropicBatches
 from batch_pipeline.emulator.anthropic_routes import AnthropicRoutes
 from batch_pipeline.emulator.azure_batches import AzureBatches
+from batch_pipeline.emulator.azure_blob_routes import AzureBlobRoutes
 from batch_pipeline.emulator.batches import ProviderBatches
 from batch_pipeline.emulator.bedrock_batches import BedrockBatches
 from batch_pipeline.emulator.bedrock_routes import BedrockRoutes
@@ -112,6 +113,11 @@ class EmulatorApp:
                 (method, pattern, kind, handler, integration.render_error)
                 for method, pattern, kind, handler in integration.routes()
             )
+        # Azure blob storage is not Bifrost: its requests carry a SAS token, not the gateway's keys
+        blobs = AzureBlobRoutes(rt, service)
+        self.storage_table: list[RouteEntry] = [
+            (*entry, blobs.render_error) for entry in blobs.routes()
+        ]
         self.admin = AdminRoutes(rt)
 
     def build(self) -> Starlette:
@@ -123,25 +129,34 @@ class EmulatorApp:
         segments = raw.decode("latin-1").split("?", 1)[0].strip("/").split("/")
         if segments[0] in ("_emulator", "health"):
             return await self.admin.dispatch(request, segments)
+        storage = segments[0] == "azure-blob"
         path_known = False
-        for method, pattern, request_type, handler, render in self.table:
+        for method, pattern, request_type, handler, render in (
+            self.storage_table if storage else self.table
+        ):
             params = _match(pattern, segments)
             if params is None:
                 continue
             path_known = True
             if method == request.method:
                 call = Call(request, params, time.perf_counter(), request_type)
-                return await self._answer(call, handler, render)
+                return await self._answer(call, handler, render, authenticate=not storage)
         if path_known:
             return error_response(ApiError(405, "method not allowed"), None, None)
         return error_response(ApiError(404, f"route not found: {request.url.path}"), None, None)
 
     async def _answer(
-        self, call: Call, handler: Handler, render: ErrorRenderer = error_response
+        self,
+        call: Call,
+        handler: Handler,
+        render: ErrorRenderer = error_response,
+        *,
+        authenticate: bool = True,
     ) -> Response:
         self.rt.counters.request(call.request_type)
         try:
-            self._check_auth(call.request)
+            if authenticate:
+                self._check_auth(call.request)
             await self._inject_faults(call)
             response = await handler(call)
             await self._hold_answer(call.request_type)

@@ -187,24 +187,30 @@ class BifrostClient:
         input_file_id: str | None = None,
         requests: list[dict[str, Any]] | None = None,
         requests_jsonl: Path | None = None,
+        input_blob: str | None = None,
         completion_window: str = "24h",
         metadata: dict[str, str] | None = None,
         provider: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> BatchCreateResponse:
-        """Create a batch from an uploaded file, a list of inline requests, or a JSONL file of
-        inline requests streamed into the body; `extra` are the provider's own top-level fields
-        (Bedrock's `role_arn` and `output_s3_uri`, Vertex's `output_folder`, ...). Sent exactly
-        once, never retried: on a GatewayTransportError with `request_sent` the batch may or may
-        not exist. Raises ValueError when not exactly one input is given or provider and model
-        disagree."""
-        sources = [s for s in (input_file_id, requests, requests_jsonl) if s is not None]
+        """Create a batch from an uploaded file, a list of inline requests, a JSONL file of
+        inline requests streamed into the body, or an Azure blob; `extra` are the provider's own
+        top-level fields (Bedrock's `role_arn` and `output_s3_uri`, `output_folder`, ...). Sent
+        exactly once, never retried: on a GatewayTransportError with `request_sent` the batch may
+        or may not exist. Raises ValueError when not exactly one input is given or provider and
+        model disagree."""
+        sources = [
+            s for s in (input_file_id, requests, requests_jsonl, input_blob) if s is not None
+        ]
         if len(sources) != 1:
-            raise ValueError("give exactly one of input_file_id, requests, requests_jsonl")
+            raise ValueError(
+                "give exactly one of input_file_id, requests, requests_jsonl, input_blob"
+            )
         provider = _create_provider(model, provider)
         fields = BatchCreateRequest(
             model=model,
             input_file_id=input_file_id,
+            input_blob=input_blob,
             endpoint=endpoint,
             completion_window=completion_window,
             metadata=metadata,

@@ -270,6 +270,10 @@ class BatchCreateResponse(GatewayModel):
     processing_status: str | None = None
     results_url: str | None = None
     operation_name: str | None = None
+    # Azure blob input (newer Bifrost): the input blob and, once written, the output blobs
+    input_blob: str | None = None
+    output_blob: str | None = None
+    error_blob: str | None = None
     extra_fields: BifrostResponseExtraFields | None = None
 
 

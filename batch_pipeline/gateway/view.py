@@ -118,6 +118,8 @@ class BatchView(BaseModel):
     results_source: ResultsSource
     output_file_id: str | None = None
     error_file_id: str | None = None
+    output_blob: str | None = None
+    error_blob: str | None = None
     errors: list[BatchError] = []
     expires_at: int | None = None
     created_at: int | None = None
@@ -145,6 +147,8 @@ class BatchView(BaseModel):
             results_source=results_source_for(provider, output_file_id),
             output_file_id=output_file_id,
             error_file_id=getattr(batch, "error_file_id", None),
+            output_blob=getattr(batch, "output_blob", None),
+            error_blob=getattr(batch, "error_blob", None),
             errors=list(errors),
             expires_at=getattr(batch, "expires_at", None),
             created_at=getattr(batch, "created_at", None),

@@ -245,7 +245,7 @@ def build_assets(
                 per_day=submit.max_cost_per_day_usd,
                 spent_today=today,
             )
-            with gateway.client() as client:
+            with gateway.client() as client, gateway.azure_blobs(settings.providers) as blobs:
                 gate = (
                     queue_gate(context.instance, names, client, store, submit.max_enqueued_tokens)
                     if submit.max_enqueued_tokens
@@ -262,6 +262,7 @@ def build_assets(
                     gate=gate,
                     settle_seconds=submit.create_settle_seconds,
                     options=settings.providers,
+                    blobs=blobs,
                 )
         except BatchPipelineError as exc:
             raise failure(exc, name) from None
@@ -363,9 +364,9 @@ def build_assets(
         layout, store, name = data.layout(), data.store(), context.partition_key
         try:
             with storage_errors_told(f"collecting {name}"):
-                with gateway.client() as client:
+                with gateway.client() as client, gateway.azure_blobs(settings.providers) as blobs:
                     report = collect_partition(
-                        client, layout, store, name, prices=price_table(settings)
+                        client, layout, store, name, prices=price_table(settings), blobs=blobs
                     )
                     for warning in report.warnings:
                         context.log.warning(f"{name}: {warning}")

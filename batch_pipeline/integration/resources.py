@@ -14,9 +14,11 @@ import dagster as dg
 from pydantic import Field
 
 from batch_pipeline.gateway import BifrostClient, Timeouts
+from batch_pipeline.gateway.azure_blob import AzureBlobClient
 from batch_pipeline.integration.settings import GatewaySettings
 from batch_pipeline.ledger.layout import DataLayout
 from batch_pipeline.ledger.manifest import ManifestStore
+from batch_pipeline.providers import ProviderOptions
 
 DEFAULT_GATEWAY_URL = "http://localhost:8080"
 
@@ -80,6 +82,22 @@ class GatewayResource(dg.ConfigurableResource):
             allow_insecure_http=self.allow_insecure_http,
         ) as client:
             yield client
+
+    @contextmanager
+    def azure_blobs(self, options: ProviderOptions) -> Iterator[AzureBlobClient | None]:
+        """A blob client with this gateway's timeouts when the instance puts Azure shards as
+        blobs and the variable naming its SAS token is set; else None."""
+        token = _env(options.azure_blob_sas_env) if options.azure_input == "blob" else None
+        if token is None:
+            yield None
+            return
+        with AzureBlobClient(
+            sas_token=token,
+            endpoint=options.azure_blob_endpoint,
+            timeouts=Timeouts(connect=self.connect_timeout_seconds, read=self.read_timeout_seconds),
+            max_retry_seconds=self.max_retry_seconds,
+        ) as blobs:
+            yield blobs
 
 
 class DataRootResource(dg.ConfigurableResource):

@@ -192,6 +192,9 @@ class PipelineSettings(_Section):
     """One pipeline instance: an inbox of request files under a data root, sent to one gateway,
     collected into results and errors Parquet. Everything it makes carries `name`."""
 
+    # an error never repeats the value: a SAS token pasted into a blob URL must not reach logs
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
     name: str = Field(
         description="Prefixes every asset key, job, sensor, schedule and resource key this "
         "instance makes (letters, digits, `_`)",
@@ -220,7 +223,8 @@ class PipelineSettings(_Section):
         default_factory=ProviderOptions,
         description="What some providers need beyond a model: bedrock_role_arn and "
         "bedrock_output_s3_uri, vertex_output_folder (gs://), gemini_input (inline or file), "
-        "azure_input (file or blob) and azure_blob_folder",
+        "azure_input (file or blob), azure_blob_folder, azure_blob_endpoint and "
+        "azure_blob_sas_env (the variable holding the SAS token)",
     )
     inputs: InputSettings = InputSettings()
     submit: SubmitSettings = SubmitSettings()

@@ -53,6 +53,8 @@ class ShardRecord(BaseModel):
     request_counts: dict[str, int] = Field(default_factory=dict)
     output_file_id: str | None = None
     error_file_id: str | None = None
+    output_blob: str | None = None  # Azure blob input: where the batch wrote its output
+    error_blob: str | None = None
     expires_at: float | None = None
     batch_errors: list[dict[str, Any]] = Field(default_factory=list)
     polled_at: float | None = None

@@ -35,6 +35,7 @@ from batch_pipeline.gateway import (
     NotFoundError,
     iter_result_items,
 )
+from batch_pipeline.gateway.azure_blob import AzureBlobClient, BlobStorageError
 from batch_pipeline.inputs import InputPlan, read_shard_index
 from batch_pipeline.ledger.layout import DataLayout
 from batch_pipeline.ledger.manifest import Manifest, ManifestBusy, ManifestStore, ShardRecord
@@ -141,19 +142,23 @@ def collect_partition(
     *,
     prices: PriceTable | None = None,
     collected_at: datetime | None = None,
+    blobs: AzureBlobClient | None = None,
 ) -> CollectReport:
     """Write `results` and `errors` Parquet for input file `name`; its batches must be terminal.
 
     The batches' status is read again from the gateway and recorded first: the status sensor
     that asked for this collect writes nothing. Spend is priced per batch (one model each) from
-    the tokens the provider reported. One collect of a file runs at a time; it first sweeps
+    the tokens the provider reported; `blobs` reads the error blobs of Azure blob batches. One
+    collect of a file runs at a time; it first sweeps
     what a killed one left behind. A local file error is raised as StorageFailed.
     """
     try:
         with storage_errors_told(f"collecting {name}"), store.exclusive(name, "collect"):
             _sweep_leftovers(layout, name)
             refresh_statuses(client, store, name)
-            return _collect(client, layout, store, name, prices or PriceTable(), collected_at)
+            return _collect(
+                client, layout, store, name, prices or PriceTable(), collected_at, blobs
+            )
     except ManifestBusy as exc:
         raise CollectError(str(exc)) from None
 
@@ -178,6 +183,7 @@ def _collect(
     name: str,
     prices: PriceTable,
     collected_at: datetime | None,
+    blobs: AzureBlobClient | None,
 ) -> CollectReport:
     plan = load_plan(layout, name)
     manifest = store.load(name)
@@ -210,7 +216,7 @@ def _collect(
     ):
         _add_rejected(writer, plan)
         records = [manifest.shards[s.shard_id] for s in plan.shards]  # type: ignore[union-attr]
-        fetched = _fetch_ahead(client, records, downloads)
+        fetched = _fetch_ahead(client, blobs, records, downloads)
         for shard, record, output in zip(plan.shards, records, fetched, strict=True):
             ctx = BatchContext(
                 record.batch_id,
@@ -350,7 +356,10 @@ class _Fetched:
 
 
 def _fetch_ahead(
-    client: BifrostClient, records: list[ShardRecord], downloads: Path
+    client: BifrostClient,
+    blobs: AzureBlobClient | None,
+    records: list[ShardRecord],
+    downloads: Path,
 ) -> Iterator[_Fetched]:
     """Each batch's downloaded output, in order, while up to PARALLEL_DOWNLOADS batches are
     downloaded concurrently ahead of the one being converted: collect keeps the network and
@@ -364,7 +373,9 @@ def _fetch_ahead(
                     record = next(upcoming, None)
                     if record is None:
                         break
-                    ahead.append(pool.submit(_download_batch_output, client, record, downloads))
+                    ahead.append(
+                        pool.submit(_download_batch_output, client, blobs, record, downloads)
+                    )
                 if not ahead:
                     return
                 yield ahead.popleft().result()
@@ -375,15 +386,35 @@ def _fetch_ahead(
                         path.unlink(missing_ok=True)
 
 
-def _download_batch_output(client: BifrostClient, record: ShardRecord, downloads: Path) -> _Fetched:
-    """Download a terminal batch's output the way its provider serves it."""
+def _download_batch_output(
+    client: BifrostClient, blobs: AzureBlobClient | None, record: ShardRecord, downloads: Path
+) -> _Fetched:
+    """Download a terminal batch's output the way its provider serves it: an Azure blob batch's
+    answers through /results (Bifrost reads the output blob) and its failed requests from the
+    error blob, which /results leaves out."""
     fetched = _Fetched()
     if not record.batch_id or record.status == GONE_STATUS:
         return fetched
     provider = record.provider
     traits = provider_traits(provider)
+    results = partial(client.download_batch_results, record.batch_id, provider=provider)
     wanted: list[tuple[str, Path, Callable[..., object]]] = []
-    if traits.results_source == "files":
+    if record.output_blob or record.error_blob:
+        if record.output_blob:
+            wanted.append(
+                (RESULTS_DOCUMENT, downloads / f"results-{record.shard_id}.json", results)
+            )
+        if record.error_blob:
+            if blobs is None:
+                raise CollectError(
+                    f"batch {record.batch_id} wrote its failed requests to a blob; reading it "
+                    "needs providers.azure_input: blob and the SAS token in the variable "
+                    "providers.azure_blob_sas_env names"
+                )
+            error_blob = partial(_get_blob, blobs, record.batch_id, record.error_blob)
+            dest = downloads / f"error-{record.shard_id}.jsonl"
+            wanted.append((f"error blob {record.error_blob}", dest, error_blob))
+    elif traits.results_source == "files":
         for kind, file_id in (("output", record.output_file_id), ("error", record.error_file_id)):
             if file_id:
                 wanted.append(
@@ -394,7 +425,6 @@ def _download_batch_output(client: BifrostClient, record: ShardRecord, downloads
                     )
                 )
     elif record.status != "failed" or traits.results_when_failed:
-        results = partial(client.download_batch_results, record.batch_id, provider=provider)
         wanted.append((RESULTS_DOCUMENT, downloads / f"results-{record.shard_id}.json", results))
     for what, dest, download in wanted:
         try:
@@ -404,6 +434,14 @@ def _download_batch_output(client: BifrostClient, record: ShardRecord, downloads
         else:
             fetched.files.append((what, dest))
     return fetched
+
+
+def _get_blob(blobs: AzureBlobClient, batch_id: str, url: str, *, dest: Path) -> None:
+    """Get a batch's blob to `dest`; a storage failure is the collect's, naming the batch."""
+    try:
+        blobs.get_blob(url, dest)
+    except BlobStorageError as exc:
+        raise CollectError(f"batch {batch_id}: {exc}") from None
 
 
 def _settle(

@@ -312,6 +312,8 @@ def status_fields(view: BatchView) -> dict[str, Any]:
         "request_counts": view.counts.model_dump() if view.counts else {},
         "output_file_id": view.output_file_id,
         "error_file_id": view.error_file_id,
+        "output_blob": view.output_blob,
+        "error_blob": view.error_blob,
         "expires_at": view.expires_at,
         "batch_errors": [e.model_dump(exclude_none=True) for e in view.errors],
         "polled_at": time.time(),

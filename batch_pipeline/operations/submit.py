@@ -30,6 +30,7 @@ from batch_pipeline.gateway import (
     GatewayTimeoutError,
     RateLimitError,
 )
+from batch_pipeline.gateway.azure_blob import AzureBlobClient, BlobStorageError
 from batch_pipeline.inputs import InputOptions, InputPlan, Shard
 from batch_pipeline.inputs.native import gemini_input_file
 from batch_pipeline.inputs.prepare import InputSource, prepare, source_sha256
@@ -79,6 +80,7 @@ def submit_plan(
     gate: QueueGate | None = None,
     settle_seconds: float = CREATE_SETTLE_SECONDS,
     options: ProviderOptions | None = None,
+    blobs: AzureBlobClient | None = None,
 ) -> list[SubmitOutcome]:
     """Make sure every shard of `plan` has exactly one batch; reuse the ones it already has.
 
@@ -86,9 +88,10 @@ def submit_plan(
     `estimates` (by shard id) are recorded in the manifest; `gate` may hold shards back. An
     interrupted create is only taken as "no batch" once `settle_seconds` have passed since it.
     `options` say what some providers need beyond a model (Bedrock's and Vertex's output
-    folders, Gemini's and Azure's input). Two submits of the same file never run at once (the
-    second is refused). A local file error is raised as StorageFailed (a create whose answer
-    was not recorded is found again by the next submit).
+    folders, Gemini's and Azure's input); `blobs` puts Azure shards as blobs when
+    `azure_input` is `blob`. Two submits of the same file never run at once (the second is
+    refused). A local file error is raised as StorageFailed (a create whose answer was not
+    recorded is found again by the next submit).
     """
     options = options or ProviderOptions()
     for provider in sorted({shard.provider for shard in plan.shards}):
@@ -97,6 +100,11 @@ def submit_plan(
             raise SubmissionError(
                 f"{plan.input_name}: {provider} batches need the setting(s) providers.{missing} "
                 "(see README, Providers); nothing was sent"
+            )
+        if blobs is None and submit_mode(provider, options) == "blob":
+            raise SubmissionError(
+                f"{plan.input_name}: azure blob input needs a SAS token in the variable "
+                f"{options.azure_blob_sas_env} (providers.azure_blob_sas_env); nothing was sent"
             )
     try:
         with (
@@ -117,6 +125,7 @@ def submit_plan(
                     gate=gate,
                     settle_seconds=settle_seconds,
                     options=options,
+                    blobs=blobs,
                 )
                 for shard in plan.shards
             ]
@@ -198,6 +207,7 @@ def _submit_shard(
     gate: QueueGate | None,
     settle_seconds: float,
     options: ProviderOptions,
+    blobs: AzureBlobClient | None,
 ) -> SubmitOutcome:
     manifest = store.load(name)
     assert manifest is not None
@@ -237,6 +247,7 @@ def _submit_shard(
     if mode == "file" and not input_file_id:
         input_file_id = _upload(client, shard)
         store.record(name, shard.shard_id, input_file_id=input_file_id)
+    input_blob = _put_blob(blobs, name, shard, options) if mode == "blob" else None
 
     with store.update(name) as manifest:
         current = manifest.shards[shard.shard_id]
@@ -251,7 +262,13 @@ def _submit_shard(
     hold.check()  # the submit lock is still ours: no other submit can be creating this shard
     try:
         created = _create(
-            client, name, shard, input_file_id, completion_window, _extra(name, shard, options)
+            client,
+            name,
+            shard,
+            input_file_id,
+            completion_window,
+            _extra(name, shard, options),
+            input_blob,
         )
     except GatewayStatusError as exc:
         if exc.status_code < 500 and exc.status_code != 408:
@@ -287,9 +304,12 @@ def _record_batch(
 
 
 def submit_mode(provider: str, options: ProviderOptions) -> SubmitMode:
-    """How a provider's shards are sent: uploaded as a file, or inline in the create."""
+    """How a provider's shards are sent: uploaded as a file, inline in the create, or put as
+    an Azure blob."""
     if provider == "gemini":
         return options.gemini_input
+    if provider == "azure" and options.azure_input == "blob":
+        return "blob"
     return provider_traits(provider).submit_mode
 
 
@@ -304,9 +324,25 @@ def _upload(client: BifrostClient, shard: Shard) -> str:
             return client.upload_file(keyed, provider=shard.provider).id
 
 
+def _put_blob(
+    blobs: AzureBlobClient | None, name: str, shard: Shard, options: ProviderOptions
+) -> str:
+    """Put a shard as the blob an Azure batch reads; a shard always gets the same blob name, so
+    putting it again (after a refused create) replaces it with the same content."""
+    assert blobs is not None and options.azure_blob_folder
+    url = f"{options.azure_blob_folder.rstrip('/')}/{name}/{shard.shard_id}.jsonl"
+    try:
+        with local_copy(shard.path) as shard_file:
+            blobs.put_blob(url, shard_file)
+    except BlobStorageError as exc:
+        raise SubmissionError(f"{name}: shard {shard.shard_id} not put as a blob: {exc}") from None
+    return url
+
+
 def _extra(name: str, shard: Shard, options: ProviderOptions) -> dict[str, Any]:
     """The provider's own create fields: Bedrock's role and a job name and output folder of its
-    own (Bifrost reads every result object under it), Vertex's output folder."""
+    own (Bifrost reads every result object under it), Vertex's output folder, the folder Azure
+    writes a blob batch's output and error blobs under (one folder per batch inside it)."""
     # one name per shard of a file: a second create of it is refused by name
     job = f"bp-{re.sub(r'[^A-Za-z0-9]+', '-', name)[:24].strip('-')}-{shard.shard_id}"
     folder = f"{name}/{shard.shard_id}/"
@@ -321,6 +357,9 @@ def _extra(name: str, shard: Shard, options: ProviderOptions) -> dict[str, Any]:
         assert options.vertex_output_folder
         url = f"{options.vertex_output_folder.rstrip('/')}/{folder}"
         return {"output_folder": {"url": url}, "display_name": job}
+    if submit_mode(shard.provider, options) == "blob":
+        assert options.azure_blob_folder
+        return {"output_folder": {"url": f"{options.azure_blob_folder.rstrip('/')}/out"}}
     return {}
 
 
@@ -331,11 +370,16 @@ def _create(
     input_file_id: str | None,
     window: str,
     extra: dict[str, Any],
+    input_blob: str | None = None,
 ) -> BatchCreateResponse:
     """One create, asked again only after a 429 (a refusal: nothing was created)."""
-    inline = input_file_id is None
+    inline = input_file_id is None and input_blob is None
     with local_copy(shard.path) if inline else nullcontext(None) as requests_jsonl:
-        source = {"requests_jsonl": requests_jsonl} if inline else {"input_file_id": input_file_id}
+        source = (
+            {"requests_jsonl": requests_jsonl}
+            if inline
+            else {"input_file_id": input_file_id, "input_blob": input_blob}
+        )
         deadline = time.monotonic() + MAX_RATE_LIMIT_WAIT_SECONDS
         while True:
             try:

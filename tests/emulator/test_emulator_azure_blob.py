@@ -1,14 +1,21 @@
 """Azure blob input on /v1: `input_blob` + `output_folder`, output written as blobs, /results
-read from the output blob."""
+read from the output blob; and the Azure Blob routes (Put Blob, Get Blob) over the same store."""
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 
 import httpx
 from emulator_helpers import chat_line, jsonl, results
 
+from batch_pipeline.emulator import EmbeddedEmulator
+
 ACCOUNT = "https://acct.blob.core.windows.net/batches"
+BLOB_ROUTE = "/azure-blob/acct/batches"
+SAS = {"sv": "2024-08-04", "sp": "rw", "sig": "c2lnbmF0dXJl"}
+BLOCK = {"x-ms-blob-type": "BlockBlob", "x-ms-version": "2023-11-03"}
 
 
 def test_blob_batch_runs_to_output_blobs(http: httpx.Client) -> None:
@@ -60,3 +67,74 @@ def _wait(http: httpx.Client, batch_id: str) -> dict:
             return batch
         assert time.monotonic() < deadline
         time.sleep(0.02)
+
+
+def test_put_blob_feeds_a_batch_and_get_blob_reads_its_error_blob(http: httpx.Client) -> None:
+    lines = [chat_line("a", "Hello"), chat_line("b", "no [[fail:429]]")]
+    put = http.put(f"{BLOB_ROUTE}/in/x.jsonl", params=SAS, headers=BLOCK, content=jsonl(lines))
+    assert put.status_code == 201 and put.headers["etag"] and put.headers["content-md5"]
+    created = http.post(
+        "/v1/batches",
+        json={
+            "model": "azure/gpt-4o-mini",
+            "input_blob": f"{ACCOUNT}/in/x.jsonl",
+            "output_folder": {"url": f"{ACCOUNT}/out"},
+            "endpoint": "/v1/chat/completions",
+        },
+    ).json()
+    batch = _wait(http, created["id"])
+    error_path = batch["error_blob"].removeprefix(ACCOUNT)
+    got = http.get(f"{BLOB_ROUTE}{error_path}", params=SAS)
+    assert got.status_code == 200 and got.headers["x-ms-blob-type"] == "BlockBlob"
+    assert [line["custom_id"] for line in _lines(got.content)] == ["b"]
+    again = http.get(f"{BLOB_ROUTE}/in/x.jsonl", params=SAS)
+    assert again.content == jsonl(lines)
+
+
+def test_blob_routes_answer_azure_errors(http: httpx.Client) -> None:
+    unsigned = http.put(f"{BLOB_ROUTE}/in/y.jsonl", headers=BLOCK, content=b"{}\n")
+    assert unsigned.status_code == 401
+    assert unsigned.headers["x-ms-error-code"] == "NoAuthenticationInformation"
+    assert b"<Code>NoAuthenticationInformation</Code>" in unsigned.content
+    untyped = http.put(f"{BLOB_ROUTE}/in/y.jsonl", params=SAS, content=b"{}\n")
+    assert untyped.headers["x-ms-error-code"] == "MissingRequiredHeader"
+    append = http.put(
+        f"{BLOB_ROUTE}/in/y.jsonl",
+        params=SAS,
+        headers={**BLOCK, "x-ms-blob-type": "AppendBlob"},
+        content=b"{}\n",
+    )
+    assert append.headers["x-ms-error-code"] == "InvalidHeaderValue"
+    damaged = http.put(
+        f"{BLOB_ROUTE}/in/y.jsonl",
+        params=SAS,
+        headers={**BLOCK, "content-md5": "AAAAAAAAAAAAAAAAAAAAAA=="},
+        content=b"{}\n",
+    )
+    assert damaged.headers["x-ms-error-code"] == "Md5Mismatch"
+    bad_container = http.put("/azure-blob/acct/Bad_Name/y.jsonl", params=SAS, headers=BLOCK)
+    assert bad_container.headers["x-ms-error-code"] == "InvalidResourceName"
+    missing = http.get(f"{BLOB_ROUTE}/in/y.jsonl", params=SAS)
+    assert missing.status_code == 404 and missing.headers["x-ms-error-code"] == "BlobNotFound"
+    assert http.post(f"{BLOB_ROUTE}/in/y.jsonl", params=SAS).status_code == 405
+
+
+def test_blob_routes_take_a_sas_not_the_gateway_key_and_take_faults(
+    emulator_factory: Callable[..., EmbeddedEmulator],
+    client_for: Callable[[EmbeddedEmulator], httpx.Client],
+) -> None:
+    http = client_for(emulator_factory(api_keys=("gateway-key",)))
+    assert http.get("/v1/batches", params={"provider": "azure"}).status_code == 401
+    http.post(
+        "/_emulator/faults", json={"kind": "server_error", "status": 503, "routes": ["blob_put"]}
+    )
+    busy = http.put(f"{BLOB_ROUTE}/in/z.jsonl", params=SAS, headers=BLOCK, content=b"{}\n")
+    assert busy.status_code == 503 and busy.headers["x-ms-error-code"] == "ServerBusy"
+    put = http.put(f"{BLOB_ROUTE}/in/z.jsonl", params=SAS, headers=BLOCK, content=b"{}\n")
+    assert put.status_code == 201
+    stored = http.get("/_emulator/objects", params={"uri": f"{ACCOUNT}/in/z.jsonl"})
+    assert stored.content == b"{}\n"
+
+
+def _lines(content: bytes) -> list[dict]:
+    return [json.loads(line) for line in content.splitlines() if line.strip()]

@@ -1,6 +1,9 @@
 """A code location with one pipeline instance per provider setting the provider tests drive
-(`batch-pipeline run -m provider_defs --pipeline NAME`): what a team with Gemini, Bedrock and
-Vertex models would put in its defs.yaml files."""
+(`batch-pipeline run -m provider_defs --pipeline NAME`): what a team with Gemini, Bedrock,
+Vertex and Azure (blob input) models would put in its defs.yaml files. The blob endpoint is the
+test emulator's, read from BP_TESTS_AZURE_BLOB_ENDPOINT when the module is imported."""
+
+import os
 
 import dagster as dg
 
@@ -14,6 +17,13 @@ INSTANCES = {
         "bedrock_output_s3_uri": "s3://bp-tests/bedrock-out",
     },
     "vertex": {"vertex_output_folder": "gs://bp-tests/vertex-out"},
+    "azure_blob": {
+        "azure_input": "blob",
+        "azure_blob_folder": "https://bptests.blob.core.windows.net/batches/pipeline",
+        "azure_blob_endpoint": os.environ.get(
+            "BP_TESTS_AZURE_BLOB_ENDPOINT", "http://127.0.0.1:10000/bptests"
+        ),
+    },
 }
 
 defs = dg.Definitions.merge(

@@ -1,11 +1,13 @@
 """Every provider Bifrost batches, end to end through `batch-pipeline run` on the emulator: a
-150-line input per provider (some requests fail on purpose), every line in exactly one row of
+150-line input per provider, Azure with blob input included (some requests fail on purpose), every line in exactly one row of
 results or errors, the answers' text, finish reason and tokens in the same columns whatever
 the provider's result shape."""
 
 from __future__ import annotations
 
 import json
+import logging
+import sys
 import threading
 import time
 from pathlib import Path
@@ -71,6 +73,57 @@ CASES = [
 def test_a_provider_end_to_end(
     emulator, tmp_path: Path, monkeypatch, capsys, pipeline: str, model: str, anthropic_style: bool
 ) -> None:
+    data, _ = run_pipeline(
+        emulator, tmp_path, monkeypatch, capsys, pipeline, model, anthropic_style
+    )
+    # Vertex's prediction errors carry a message but no code (Bifrost passes them on so)
+    check_outputs(data, model, dict.fromkeys(FAILING) if pipeline == "vertex" else FAILING)
+    assert counters(emulator.base_url)["batches_created"] == 1
+
+
+def test_azure_with_blob_input_end_to_end(
+    emulator, tmp_path: Path, monkeypatch, capsys, caplog
+) -> None:
+    """Shards put as blobs through the Azure Blob routes, the batch made from `input_blob`, the
+    failed requests read from the error blob (Bifrost's /results leaves them out); the SAS
+    token reaches no output, log or file."""
+    token = "sv=2024-08-04&ss=b&srt=co&sp=rwc&se=2030-01-01T00%3A00%3A00Z&sig=T0pS3cr3tS1g%2B%3D"
+    monkeypatch.setenv("AZURE_STORAGE_SAS_TOKEN", token)
+    monkeypatch.setenv("BP_TESTS_AZURE_BLOB_ENDPOINT", f"{emulator.base_url}/azure-blob/bptests")
+    monkeypatch.delitem(sys.modules, "provider_defs", raising=False)  # read the endpoint anew
+    caplog.set_level(logging.DEBUG)
+    data, printed = run_pipeline(
+        emulator, tmp_path, monkeypatch, capsys, "azure_blob", "azure/gpt-4o-mini"
+    )
+    check_outputs(data, "azure/gpt-4o-mini", FAILING)
+    seen = counters(emulator.base_url)
+    assert seen["batches_created"] == 1
+    assert seen["requests_by_route"]["blob_put"] == 1
+    assert seen["requests_by_route"]["blob_get"] == 1
+    folder = "https://bptests.blob.core.windows.net/batches/pipeline"
+    listed = httpx.get(
+        f"{emulator.base_url}/_emulator/objects", params={"prefix": f"{folder}/questions/"}
+    ).json()["objects"]
+    assert len(listed) == 1 and listed[0].endswith(".jsonl")
+    secrets = [token, "T0pS3cr3tS1g"]
+    assert not any(s in printed + caplog.text for s in secrets)
+    for path in data.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert not any(s.encode() in content for s in secrets), path
+
+
+def run_pipeline(
+    emulator,
+    tmp_path: Path,
+    monkeypatch,
+    capsys,
+    pipeline: str,
+    model: str,
+    anthropic_style: bool = False,
+) -> tuple[Path, str]:
+    """`batch-pipeline run` of a LINES-line input through `pipeline`; its data folder and what
+    it printed."""
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.chdir(Path(__file__).parent)  # where `-m provider_defs` is found
     source = write_input(tmp_path / "questions.jsonl", model, anthropic_style=anthropic_style)
@@ -80,6 +133,12 @@ def test_a_provider_end_to_end(
     code = main(argv)
     out = capsys.readouterr()
     assert code == 0, out.out + out.err
+    return data, out.out + out.err
+
+
+def check_outputs(data: Path, model: str, statuses: dict[int, int | None]) -> None:
+    """Every line in exactly one row; the failed lines with their statuses and a message; the
+    answers' text, tokens and finish reason in the same columns whatever the provider."""
     results = f"read_parquet('{data}/results/input_file=questions/*.parquet')"
     errors = f"read_parquet('{data}/errors/input_file=questions/*.parquet')"
     lines = duckdb.sql(
@@ -88,8 +147,6 @@ def test_a_provider_end_to_end(
     ).fetchall()
     assert lines == [(LINES, LINES)]
     failed = duckdb.sql(f"select input_line, status_code, error_message from {errors}").fetchall()
-    # Vertex's prediction errors carry a message but no code (Bifrost passes them on so)
-    statuses = dict.fromkeys(FAILING) if pipeline == "vertex" else FAILING
     assert {line: status for line, status, _ in failed} == statuses
     assert all(message for _, _, message in failed)
     answers = duckdb.sql(
@@ -99,7 +156,6 @@ def test_a_provider_end_to_end(
     ).fetchall()[0]
     assert answers[:2] == (LINES - len(FAILING), LINES - len(FAILING))
     assert set(answers[2]) <= {"stop", "length"} and answers[3] == [model.split("/")[0]]
-    assert counters(emulator.base_url)["batches_created"] == 1
 
 
 EXPIRY_CASES = [
@@ -118,17 +174,9 @@ def test_an_expired_batch_keeps_what_was_answered(
     emulator = emulator_factory(
         requests_per_second=60.0, completion_window_seconds=1.0, chunk_size=1
     )
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    monkeypatch.chdir(Path(__file__).parent)
-    source = write_input(tmp_path / "slow.jsonl", model)
-    data = tmp_path / "data"
-    argv = ["run", str(source), "-m", "provider_defs", "--pipeline", pipeline]
-    argv += ["--gateway", emulator.base_url, "--data-dir", str(data), "--poll-interval", "0.1"]
-    code = main(argv)
-    out = capsys.readouterr()
-    assert code == 0, out.out + out.err
-    results = f"read_parquet('{data}/results/input_file=slow/*.parquet')"
-    errors = f"read_parquet('{data}/errors/input_file=slow/*.parquet')"
+    data, _ = run_pipeline(emulator, tmp_path, monkeypatch, capsys, pipeline, model)
+    results = f"read_parquet('{data}/results/input_file=questions/*.parquet')"
+    errors = f"read_parquet('{data}/errors/input_file=questions/*.parquet')"
     answered = duckdb.sql(f"select count(*) from {results}").fetchall()[0][0]
     stages = dict(duckdb.sql(f"select stage, count(*) from {errors} group by 1").fetchall())
     assert 0 < answered < LINES - len(FAILING)

@@ -78,3 +78,16 @@ def test_the_readme_documents_every_setting() -> None:
     table = README.read_text().split("## Settings", 1)[1].split("\n## ", 1)[0]
     missing = [path for path in _leaves(PipelineSettings) if f"`{path}`" not in table]
     assert missing == []
+
+
+def test_a_blob_folder_is_checked_and_a_pasted_sas_token_is_not_echoed() -> None:
+    folder = "https://acct.blob.core.windows.net/batches/in"
+    providers = {"azure_input": "blob", "azure_blob_folder": folder}
+    assert PipelineSettings(name="t", providers=providers).providers.azure_blob_folder == folder
+    pasted = {**providers, "azure_blob_folder": f"{folder}?sv=2024-08-04&sig=Pr1v4teS1gnature"}
+    with pytest.raises(ValidationError, match="must carry no query string") as caught:
+        PipelineSettings(name="t", providers=pasted)
+    assert "Pr1v4te" not in str(caught.value)
+    elsewhere = {**providers, "azure_blob_folder": "https://example.com/batches"}
+    with pytest.raises(ValidationError, match=r"not an https://ACCOUNT\.blob\.core\.windows\.net"):
+        PipelineSettings(name="t", providers=elsewhere)
