@@ -12,7 +12,7 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-from batch_pipeline.errors import BatchPipelineError
+from batch_pipeline.errors import BatchPipelineError, cause_of
 from batch_pipeline.gateway import BifrostClient, GatewayError
 from batch_pipeline.inputs import InputOptions
 from batch_pipeline.inputs.models import ShardLimits
@@ -122,11 +122,30 @@ def table_schema(schema: pa.Schema) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema])
 
 
-def failure(exc: BaseException, name: str) -> dg.Failure:
-    """A step failure of one line; a gateway problem may be worth a retry, the rest is not."""
+def failure(
+    exc: BaseException,
+    name: str,
+    doing: str = "writing",
+    settings: PipelineSettings | None = None,
+) -> dg.Failure:
+    """A step failure of one line: the cause a user can act on when `errors.cause_of` knows it
+    (the same line the command line prints, its kind in the metadata), else the error; a
+    gateway problem may be worth a retry, the rest is not."""
+    retry = isinstance(exc, GatewayError) and exc.retryable
+    keys = (settings.gateway.api_key_env, settings.gateway.virtual_key_env) if settings else None
+    found = cause_of(exc, name, doing=doing, **({"key_variables": keys} if keys else {}))
+    if found is not None:
+        metadata = {"cause": found.kind, "error": " ".join(str(exc).split())}
+        return dg.Failure(description=found.message, metadata=metadata, allow_retries=retry)
     if isinstance(exc, GatewayError):
-        return dg.Failure(description=f"{name}: {exc}", allow_retries=exc.retryable)
+        return dg.Failure(description=f"{name}: {exc}", allow_retries=retry)
     return dg.Failure(description=str(exc), allow_retries=False)
+
+
+def is_known_cause(exc: OSError, name: str) -> bool:
+    """Whether an OSError a step met is a cause to report in one line (a full disk) rather
+    than an unexpected error to raise as it is."""
+    return cause_of(exc, name) is not None
 
 
 def build_assets(
@@ -185,7 +204,13 @@ def build_assets(
             source = input_source(settings, layout, name)
             plan = plan_to_submit(data.store(), name, source, layout.staging(name), options)
         except BatchPipelineError as exc:
-            raise failure(exc, name) from None
+            raise failure(exc, name, "staging the input", settings) from None
+        except OSError as exc:
+            if not is_known_cause(exc, name):
+                raise
+            raise failure(
+                exc, name, "staging the input", settings
+            ) from exc  # the trace stays in the log
         except ValueError as exc:  # an unknown default provider
             raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
         summary = plan.summary
@@ -258,7 +283,11 @@ def build_assets(
                     options=settings.providers,
                 )
         except BatchPipelineError as exc:
-            raise failure(exc, name) from None
+            raise failure(exc, name, "submitting", settings) from None
+        except OSError as exc:
+            if not is_known_cause(exc, name):
+                raise
+            raise failure(exc, name, "submitting", settings) from exc  # the trace stays in the log
         for outcome in outcomes:
             if outcome.waiting:
                 context.log.info(f"shard {outcome.shard_id} waits: {outcome.waiting}")
@@ -363,7 +392,13 @@ def build_assets(
                 build_outcomes(layout, attempt_of(name)[0]) if report.invariant.passed else None
             )
         except BatchPipelineError as exc:
-            raise failure(exc, name) from None
+            raise failure(exc, name, "writing results", settings) from None
+        except OSError as exc:
+            if not is_known_cause(exc, name):
+                raise
+            raise failure(
+                exc, name, "writing results", settings
+            ) from exc  # the trace stays in the log
         yield from collect_events(names, layout, report, outcomes, settings.alerts.max_error_rate)
 
     return PipelineAssets(inbox, batch_input, submitted_batches, collected)
