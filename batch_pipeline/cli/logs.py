@@ -27,6 +27,18 @@ def active() -> Path | None:
     return _opened[-1] if _opened else None
 
 
+def log_path(root: DataPath, command: str) -> Path:
+    """A new log file for `command` under the data root's logs/ (a temp folder for s3://)."""
+    folder = (
+        Path(str(root)) / "logs"
+        if is_local(root)
+        else Path(tempfile.gettempdir()) / "batch-pipeline-logs"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return folder / f"{command}-{stamp}-{os.getpid()}.log"
+
+
 class CommandLog:
     """Records held in memory until `open` names the file they go to."""
 
@@ -35,16 +47,9 @@ class CommandLog:
         self.handler: logging.FileHandler | None = None
 
     def open(self, root: DataPath, command: str) -> Path:
-        """The log file of this command under the data root's logs/ (a temp folder for s3://),
-        with what was held so far written to it and every later record sent there."""
-        folder = (
-            Path(str(root)) / "logs"
-            if is_local(root)
-            else Path(tempfile.gettempdir()) / "batch-pipeline-logs"
-        )
-        folder.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        path = folder / f"{command}-{stamp}-{os.getpid()}.log"
+        """The log file of this command (see `log_path`), with what was held so far written to
+        it and every later record sent there."""
+        path = log_path(root, command)
         self.handler = logging.FileHandler(path, encoding="utf-8")
         self.handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s [%(name)s] %(message)s")
