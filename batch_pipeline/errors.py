@@ -38,6 +38,7 @@ class PipelineError(BatchPipelineError):
 # Exit codes of the command line per cause (sysexits.h), so a script can tell them apart.
 EXIT_FAILED = 1
 EXIT_CODES = {"disk_full": 74, "gateway_auth": 77, "gateway_unreachable": 69, "busy": 75}
+KEY_VARIABLES = ("BIFROST_API_KEY", "BIFROST_VIRTUAL_KEY")  # what an instance reads by default
 _BUSY_VERBS = {"submit": "submitting", "collect": "collecting"}
 _DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 # Writers that report a full disk without an errno (pyarrow) still name it in their message.
@@ -61,7 +62,7 @@ def cause_of(
     name: str,
     *,
     doing: str = "writing",
-    key_variables: tuple[str, str] = ("BIFROST_API_KEY", "BIFROST_VIRTUAL_KEY"),
+    key_variables: tuple[str, str] = KEY_VARIABLES,
 ) -> Cause | None:
     """The cause of `exc` (or of an error it wraps) when it is one a user can act on: a full
     disk, a refused key, an unreachable gateway, another run holding the same file; else None.
@@ -80,7 +81,10 @@ def cause_of(
             return Cause("disk_full", f"{full} while {what}: free room and rerun")
         if isinstance(error, AuthenticationError):
             keys = " / ".join(key_variables)
-            return Cause("gateway_auth", f"{error.status_code} from the gateway: check {keys}")
+            said = f" ({error.message})" if error.error.error and error.error.error.message else ""
+            return Cause(
+                "gateway_auth", f"{error.status_code} from the gateway{said}: check {keys}"
+            )
         if isinstance(error, GatewayTimeoutError | GatewayConnectionError) and not isinstance(
             error, GatewayTLSError
         ):

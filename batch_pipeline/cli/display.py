@@ -4,7 +4,7 @@ already installs), plain lines when stdout is a file or a pipe (logs stay greppa
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -58,7 +58,7 @@ class Display:
             print(text, file=self.stream, flush=True)
 
     @property
-    def watch(self) -> Any:
+    def watch(self) -> Callable[[str, Mapping[str, Any]], None] | None:
         """What the driver calls with each status observation: the bars' update, or None for
         plain lines."""
         return self.update if self._progress is not None else None

@@ -12,7 +12,7 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-from batch_pipeline.errors import BatchPipelineError, cause_of
+from batch_pipeline.errors import KEY_VARIABLES, BatchPipelineError, cause_of
 from batch_pipeline.gateway import BifrostClient, GatewayError
 from batch_pipeline.inputs import InputOptions
 from batch_pipeline.inputs.models import ShardLimits
@@ -132,8 +132,12 @@ def failure(
     (the same line the command line prints, its kind in the metadata), else the error; a
     gateway problem may be worth a retry, the rest is not."""
     retry = isinstance(exc, GatewayError) and exc.retryable
-    keys = (settings.gateway.api_key_env, settings.gateway.virtual_key_env) if settings else None
-    found = cause_of(exc, name, doing=doing, **({"key_variables": keys} if keys else {}))
+    keys = (
+        (settings.gateway.api_key_env, settings.gateway.virtual_key_env)
+        if settings
+        else KEY_VARIABLES
+    )
+    found = cause_of(exc, name, doing=doing, key_variables=keys)
     if found is not None:
         metadata = {"cause": found.kind, "error": " ".join(str(exc).split())}
         return dg.Failure(description=found.message, metadata=metadata, allow_retries=retry)
@@ -208,9 +212,7 @@ def build_assets(
         except OSError as exc:
             if not is_known_cause(exc, name):
                 raise
-            raise failure(
-                exc, name, "staging the input", settings
-            ) from exc  # the trace stays in the log
+            raise failure(exc, name, "staging the input", settings) from exc  # trace kept
         except ValueError as exc:  # an unknown default provider
             raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
         summary = plan.summary
@@ -287,7 +289,7 @@ def build_assets(
         except OSError as exc:
             if not is_known_cause(exc, name):
                 raise
-            raise failure(exc, name, "submitting", settings) from exc  # the trace stays in the log
+            raise failure(exc, name, "submitting", settings) from exc  # trace kept
         for outcome in outcomes:
             if outcome.waiting:
                 context.log.info(f"shard {outcome.shard_id} waits: {outcome.waiting}")
@@ -396,9 +398,7 @@ def build_assets(
         except OSError as exc:
             if not is_known_cause(exc, name):
                 raise
-            raise failure(
-                exc, name, "writing results", settings
-            ) from exc  # the trace stays in the log
+            raise failure(exc, name, "writing results", settings) from exc  # trace kept
         yield from collect_events(names, layout, report, outcomes, settings.alerts.max_error_rate)
 
     return PipelineAssets(inbox, batch_input, submitted_batches, collected)

@@ -265,13 +265,12 @@ class PipelineDriver:
             run_tags=run_tags,
         )
         if self.log_file is not None:
-            self._append_event_log(result.run_id)
+            self._append_event_log(result.run_id, self.log_file)
         return self.outcome(result.run_id)
 
-    def _append_event_log(self, run_id: str) -> None:
+    def _append_event_log(self, run_id: str, path: Path) -> None:
         """Dagster's event log of a run, stack traces included, as lines of the log file."""
-        assert self.log_file is not None
-        with open(self.log_file, "a", encoding="utf-8") as log:
+        with open(path, "a", encoding="utf-8") as log:
             for entry in self.instance.all_logs(run_id):
                 stamp = datetime.fromtimestamp(entry.timestamp, UTC).isoformat(
                     timespec="milliseconds"

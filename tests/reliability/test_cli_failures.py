@@ -137,7 +137,10 @@ def test_a_refused_key_is_one_line(emulator_factory, data_root: Path, tmp_path: 
     env = {**os.environ, "BIFROST_API_KEY": "wrong"}
     done = finish(run_command(data_root, emulator.base_url, tix(tmp_path)), env=env)
     assert done.returncode == 77, done.stdout + done.stderr
-    assert "401 from the gateway: check BIFROST_API_KEY / BIFROST_VIRTUAL_KEY" in done.stdout
+    (row,) = [line for line in done.stdout.splitlines() if line.startswith("tix ")]
+    assert re.search(
+        r"401 from the gateway \(.+\): check BIFROST_API_KEY / BIFROST_VIRTUAL_KEY$", row
+    )
     assert "wrong" not in done.stdout + done.stderr + event_log(done).read_text()
     assert_quiet(done)
 
