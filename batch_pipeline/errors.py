@@ -69,9 +69,8 @@ def cause_of(
     One place for the command line's summary and the steps' failures, so both say the same."""
     from batch_pipeline.gateway.errors import (
         AuthenticationError,
-        GatewayConnectionError,
-        GatewayTimeoutError,
         GatewayTLSError,
+        GatewayTransportError,
     )
     from batch_pipeline.ledger.manifest import ManifestBusy
 
@@ -85,8 +84,10 @@ def cause_of(
             return Cause(
                 "gateway_auth", f"{error.status_code} from the gateway{said}: check {keys}"
             )
-        if isinstance(error, GatewayTimeoutError | GatewayConnectionError) and not isinstance(
-            error, GatewayTLSError
+        if (  # never reached: after a request went out, the outcome is unknown, not this
+            isinstance(error, GatewayTransportError)
+            and not error.request_sent
+            and not isinstance(error, GatewayTLSError)
         ):
             return Cause(
                 "gateway_unreachable",

@@ -142,11 +142,19 @@ def _cases() -> list[tuple[str, BaseException, str | None, str | None, int]]:
             69,
         ),
         (
-            "timeout",
-            GatewayTimeoutError("GET", "/v1/batches", "ReadTimeout", request_sent=True),
+            "connect-timeout",
+            GatewayTimeoutError("GET", "/v1/batches", "ConnectTimeout", request_sent=False),
             "gateway_unreachable",
             None,
             69,
+        ),
+        # a request that went out: its outcome is unknown, the operation's own line says so
+        (
+            "read-timeout",
+            GatewayTimeoutError("POST", "/v1/batches", "ReadTimeout", request_sent=True),
+            None,
+            None,
+            1,
         ),
         (
             "submit-busy",
