@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except (BatchPipelineError, OSError) as exc:  # expected failures: one line, no traceback
-        found = cause_of(exc, "", doing=f"running {args.command}")
+        found = cause_of(exc, "", doing=f"running {prefix}")
         if found is None and not isinstance(exc, BatchPipelineError):
             return _unexpected(prefix, exc)
         print(f"{prefix}: {found.message if found else exc}", file=sys.stderr)
