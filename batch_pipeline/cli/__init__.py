@@ -110,16 +110,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         configured_workers()  # a bad setting is a usage error here, not a traceback mid-run
     except ValueError as exc:
         parser.error(str(exc))
-    from batch_pipeline.errors import BatchPipelineError
+    from batch_pipeline.errors import EXIT_FAILED, BatchPipelineError, cause_of
 
+    stop_on_sigterm()
+    prefix = f"batch-pipeline {args.command}"
     try:
         return int(args._run(args) or 0)
-    except BatchPipelineError as exc:  # expected failures: one line, never a traceback
-        print(f"batch-pipeline {args.command}: {exc}", file=sys.stderr)
-        return 1
+    except (BatchPipelineError, OSError) as exc:  # expected failures: one line, no traceback
+        found = cause_of(exc, "", doing=f"running {prefix}")
+        if found is None and not isinstance(exc, BatchPipelineError):
+            return _unexpected(prefix, exc)
+        print(f"{prefix}: {found.message if found else exc}", file=sys.stderr)
+        return found.exit_code if found else EXIT_FAILED
     except KeyboardInterrupt:
-        print("batch-pipeline: interrupted", file=sys.stderr)
+        print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        return _unexpected(prefix, exc)
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM stops a command as Ctrl-C does: the same clean-up (children stopped, files
+    closed), then exit 130."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _unexpected(prefix: str, exc: BaseException) -> int:
+    """A bug, not a cause: its traceback to the command's log file when it has one (and one line
+    naming it here), else to the terminal."""
+    import traceback
+
+    from batch_pipeline.cli import logs
+
+    log = logs.active()
+    if log is None:
+        raise exc
+    with open(log, "a", encoding="utf-8") as out:
+        traceback.print_exception(exc, file=out)
+    detail = " ".join(str(exc).split())[:300]
+    print(f"{prefix}: {type(exc).__name__}: {detail} (traceback in {log})", file=sys.stderr)
+    return 1
 
 
 def console() -> None:

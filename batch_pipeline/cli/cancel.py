@@ -16,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from batch_pipeline.cli.driving import driver_options, open_driver
+    from batch_pipeline.errors import EXIT_CODES, EXIT_FAILED
     from batch_pipeline.ledger.layout import check_name
 
     check_name(args.name)
@@ -23,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
         outcome = driver.execute(driver.names.cancel_job, args.name)
     if not outcome.success:
         print(f"batch-pipeline cancel: {outcome.message}", file=sys.stderr)
-        return 1
+        return EXIT_CODES.get(outcome.cause, EXIT_FAILED)
     done = outcome.outputs
     print(
         f"{args.name}: cancel requested for {done['cancelled']} batch(es), "

@@ -1,13 +1,14 @@
 """Open a driver over the loaded definitions a command names (-m/-w/--pipeline), with its
---gateway and --data-dir overrides, on the Dagster instance in $DAGSTER_HOME or an ephemeral one."""
+--gateway and --data-dir overrides, on the Dagster instance in $DAGSTER_HOME or an ephemeral one;
+Dagster's logs and event log go to the command's log file, not to the terminal."""
 
 from __future__ import annotations
 
 import argparse
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from batch_pipeline.cli import logs
 from batch_pipeline.integration.driver import PipelineDriver, dagster_instance
 from batch_pipeline.integration.loading import load_pipeline
 
@@ -15,6 +16,7 @@ from batch_pipeline.integration.loading import load_pipeline
 def driver_options(args: argparse.Namespace) -> dict[str, str | None]:
     """What `add_pipeline_arguments` parsed, as `open_driver` takes it."""
     return {
+        "command": args.command,
         "module": args.module,
         "workspace": args.workspace,
         "pipeline": args.pipeline,
@@ -26,6 +28,7 @@ def driver_options(args: argparse.Namespace) -> dict[str, str | None]:
 @contextmanager
 def open_driver(
     *,
+    command: str | None = None,
     module: str | None = None,
     workspace: str | None = None,
     pipeline: str | None = None,
@@ -33,14 +36,16 @@ def open_driver(
     data_dir: str | None = None,
 ) -> Iterator[PipelineDriver]:
     """The driver of a pipeline of loaded definitions, its settings overridden as given."""
-    import dagster as dg
-
-    # Dagster's notes on preview features are for pipeline authors, not for this command's user.
-    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    defs, name = load_pipeline(module=module, workspace=workspace, pipeline=pipeline)
-    with dagster_instance() as instance:
-        # the command prints one line per outcome; Dagster's own run log is in the instance
-        yield PipelineDriver(
-            defs, name, instance, gateway_url=gateway_url, data_root=data_dir, log_level="CRITICAL"
-        )
+    with logs.captured() as log:
+        defs, name = load_pipeline(module=module, workspace=workspace, pipeline=pipeline)
+        with dagster_instance() as instance:
+            driver = PipelineDriver(
+                defs,
+                name,
+                instance,
+                gateway_url=gateway_url,
+                data_root=data_dir,
+                log_level="CRITICAL",
+            )
+            driver.log_file = log.open(driver.layout.root, command or "batch-pipeline")
+            yield driver

@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from batch_pipeline.cli.driving import driver_options, open_driver
+    from batch_pipeline.errors import EXIT_CODES, EXIT_FAILED
     from batch_pipeline.ledger.layout import check_name
 
     check_name(args.name)
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if not outcome.success:
         print(f"batch-pipeline retry: {outcome.message}", file=sys.stderr)
-        return 1
+        return EXIT_CODES.get(outcome.cause, EXIT_FAILED)
     wave = outcome.outputs
     if not wave.get("requests"):
         print(f"{args.name}: nothing to retry")

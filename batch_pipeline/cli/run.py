@@ -3,8 +3,10 @@
 Each input is copied into the pipeline's inbox and submitted with its submit job; then its
 status sensor is evaluated through Dagster, and the runs it requests (collect, and submit again
 for shards that waited on queue limits) are executed here, until every input is collected; then
-a summary. Runs are recorded in the Dagster instance at $DAGSTER_HOME when it is set (so they
-show in the UI), else in an ephemeral one.
+a summary naming each failure's cause in one line, and the exit code of the first cause
+(`batch_pipeline.errors.EXIT_CODES`). Runs are recorded in the Dagster instance at $DAGSTER_HOME
+when it is set (so they show in the UI), else in an ephemeral one; Dagster's event log goes to
+the log file the summary names.
 """
 
 from __future__ import annotations
@@ -56,15 +58,18 @@ def batch_input_config(args: argparse.Namespace) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from batch_pipeline.cli.display import Display
     from batch_pipeline.cli.driving import driver_options, open_driver
 
-    with open_driver(**driver_options(args)) as driver:
+    with open_driver(**driver_options(args)) as driver, Display() as display:
         summary = driver.run(
             [Path(f) for f in args.files],
             batch_input=batch_input_config(args),
             template=args.template,
             poll_interval=args.poll_interval,
             timeout=args.timeout,
+            progress=display.line,
+            watch=display.watch,
         )
     print(summary.render())
-    return 0 if summary.ok else 1
+    return summary.exit_code

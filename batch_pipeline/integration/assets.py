@@ -6,13 +6,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-from batch_pipeline.errors import BatchPipelineError
+from batch_pipeline.errors import KEY_VARIABLES, BatchPipelineError, cause_of
 from batch_pipeline.gateway import BifrostClient, GatewayError
 from batch_pipeline.inputs import InputOptions
 from batch_pipeline.inputs.models import ShardLimits
@@ -124,15 +124,36 @@ def table_schema(schema: pa.Schema) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema])
 
 
-def failure(exc: BaseException, name: str) -> dg.Failure:
-    """A step failure of one line naming its cause; only a transient one (`is_transient`) may
-    be retried by the step's retry policy: a full disk or a 4xx fails the step at once."""
+def failure(
+    exc: BaseException,
+    name: str,
+    doing: str = "writing",
+    settings: PipelineSettings | None = None,
+) -> dg.Failure:
+    """A step failure of one line: the cause a user can act on when `errors.cause_of` knows it
+    (the same line the command line prints, its kind in the metadata), else the error. Only a
+    transient failure (`is_transient`) may be retried by the step's retry policy: a full disk or
+    a 4xx fails the step at once."""
     transient = is_transient(exc)
-    return dg.Failure(
-        description=f"{name}: {exc}" if isinstance(exc, GatewayError) else str(exc),
-        metadata={"error": type(exc).__name__, "transient": transient},
-        allow_retries=transient,
+    keys = (
+        (settings.gateway.api_key_env, settings.gateway.virtual_key_env)
+        if settings
+        else KEY_VARIABLES
     )
+    metadata: dict[str, Any] = {"error": " ".join(str(exc).split()), "transient": transient}
+    found = cause_of(exc, name, doing=doing, key_variables=keys)
+    if found is not None:
+        metadata["cause"] = found.kind
+        description = found.message
+    else:
+        description = f"{name}: {exc}" if isinstance(exc, GatewayError) else str(exc)
+    return dg.Failure(description=description, metadata=metadata, allow_retries=transient)
+
+
+def is_known_cause(exc: OSError, name: str) -> bool:
+    """Whether an OSError a step met is a cause to report in one line (a full disk) rather
+    than an unexpected error to raise as it is."""
+    return cause_of(exc, name) is not None
 
 
 def build_assets(
@@ -191,7 +212,11 @@ def build_assets(
             source = input_source(settings, layout, name)
             plan = plan_to_submit(data.store(), name, source, layout.staging(name), options)
         except BatchPipelineError as exc:
-            raise failure(exc, name) from None
+            raise failure(exc, name, "staging the input", settings) from None
+        except OSError as exc:
+            if not is_known_cause(exc, name):
+                raise
+            raise failure(exc, name, "staging the input", settings) from exc  # trace kept
         except ValueError as exc:  # an unknown default provider
             raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
         summary = plan.summary
@@ -265,7 +290,11 @@ def build_assets(
                     blobs=blobs,
                 )
         except BatchPipelineError as exc:
-            raise failure(exc, name) from None
+            raise failure(exc, name, "submitting", settings) from None
+        except OSError as exc:
+            if not is_known_cause(exc, name):
+                raise
+            raise failure(exc, name, "submitting", settings) from exc  # trace kept
         for outcome in outcomes:
             if outcome.waiting:
                 context.log.info(f"shard {outcome.shard_id} waits: {outcome.waiting}")
@@ -377,7 +406,7 @@ def build_assets(
                     build_outcomes(layout, attempt_of(name)[0]) if report.invariant.passed else None
                 )
         except BatchPipelineError as exc:
-            raise failure(exc, name) from exc
+            raise failure(exc, name, "writing results", settings) from exc
         yield from collect_events(names, layout, report, outcomes, settings.alerts.max_error_rate)
 
     return PipelineAssets(inbox, batch_input, submitted_batches, collected)

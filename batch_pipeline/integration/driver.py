@@ -10,22 +10,26 @@ an ephemeral one). `batch-pipeline run/demo/retry/cancel` and the tests use it; 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import yaml
 from dagster._core.definitions.job_base import RepoBackedJob
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 from dagster._core.execution.execute_in_process import core_execute_in_process, merge_run_tags
+from dagster._core.instance.ref import InstanceRef
 from dagster._core.instance.types import CachingDynamicPartitionsLoader
 from dagster._record import replace
 
-from batch_pipeline.errors import PipelineError
+from batch_pipeline.errors import EXIT_CODES, EXIT_FAILED, PipelineError
 from batch_pipeline.inputs.template import load_template
 from batch_pipeline.integration.assets import INVARIANT_CHECK
 from batch_pipeline.integration.names import SUBMISSION_TAG, PipelineNames
@@ -36,6 +40,7 @@ from batch_pipeline.ledger.storage import DataPath, copy_into, is_local
 MESSAGE_CHARS = 500
 _RUN_KEY_TAG, _SENSOR_TAG = "dagster/run_key", "dagster/sensor_name"
 _FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+_NO_TELEMETRY = {"telemetry": {"enabled": False}}
 
 
 class _SensorContext(dg.SensorEvaluationContext):
@@ -50,14 +55,19 @@ class _SensorContext(dg.SensorEvaluationContext):
 
 @contextmanager
 def dagster_instance() -> Iterator[dg.DagsterInstance]:
-    """The instance in $DAGSTER_HOME (runs show in the UI), else an ephemeral one in memory."""
-    if os.environ.get("DAGSTER_HOME"):
-        Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-        with dg.DagsterInstance.get() as instance:
+    """The instance in $DAGSTER_HOME (runs show in the UI), else an ephemeral one in memory;
+    telemetry off unless the home's dagster.yaml turns it on (a command prints no banner)."""
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        with dg.DagsterInstance.ephemeral(settings=_NO_TELEMETRY) as instance:
             yield instance
-    else:
-        with dg.DagsterInstance.ephemeral() as instance:
-            yield instance
+        return
+    Path(home).mkdir(parents=True, exist_ok=True)
+    config = Path(home) / "dagster.yaml"
+    chosen = (yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}
+    overrides = None if "telemetry" in chosen else _NO_TELEMETRY
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(home, overrides=overrides)) as instance:
+        yield instance
 
 
 @dataclass
@@ -69,6 +79,7 @@ class RunOutcome:
     partition: str | None
     success: bool
     message: str = ""
+    cause: str = ""  # the kind of a failure's cause (errors.cause_of), when the step knew it
     materializations: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> metadata
     checks: dict[str, bool] = field(default_factory=dict)  # check name -> passed
     outputs: dict[str, Any] = field(default_factory=dict)  # op output metadata, merged
@@ -88,6 +99,7 @@ class FileOutcome:
     name: str
     ok: bool
     message: str = ""
+    cause: str = ""
     results: int = 0
     errors: int = 0
     errors_by_stage: dict[str, int] = field(default_factory=dict)
@@ -103,9 +115,17 @@ class RunSummary:
     seconds: float
     waited: float = 0.0  # of `seconds`, asleep between status polls (waiting on the gateway)
 
+    log_file: Path | None = None  # where Dagster's event log of these runs went
+
     @property
     def ok(self) -> bool:
         return all(f.ok for f in self.files)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every file went through; else the code of the first failure's cause."""
+        failed = [f for f in self.files if not f.ok]
+        return EXIT_CODES.get(failed[0].cause, EXIT_FAILED) if failed else 0
 
     def render(self) -> str:
         lines = [
@@ -127,6 +147,8 @@ class RunSummary:
             f"from read_parquet('{root}/results/*/*.parquet', hive_partitioning=true, union_by_name=true) "
             'group by all\\"))"',
         ]
+        if self.log_file is not None:
+            lines.append(f"Dagster's event log of these runs: {self.log_file}")
         return "\n".join(lines)
 
 
@@ -142,8 +164,10 @@ class PipelineDriver:
         gateway_url: str | None = None,
         data_root: str | None = None,
         log_level: str = "WARNING",
+        log_file: Path | None = None,
     ) -> None:
         self.names = PipelineNames(pipeline)
+        self.log_file = log_file  # each run's event log is appended here, when given
         self.instance = instance
         self._defs = defs
         self.resources = dict(defs.resources or {})
@@ -240,7 +264,23 @@ class PipelineDriver:
             raise_on_error=False,
             run_tags=run_tags,
         )
+        if self.log_file is not None:
+            self._append_event_log(result.run_id, self.log_file)
         return self.outcome(result.run_id)
+
+    def _append_event_log(self, run_id: str, path: Path) -> None:
+        """Dagster's event log of a run, stack traces included, as lines of the log file."""
+        with open(path, "a", encoding="utf-8") as log:
+            for entry in self.instance.all_logs(run_id):
+                stamp = datetime.fromtimestamp(entry.timestamp, UTC).isoformat(
+                    timespec="milliseconds"
+                )
+                where = " ".join(p for p in (entry.job_name, run_id[:8], entry.step_key) if p)
+                level = logging.getLevelName(entry.level)
+                log.write(f"{stamp} {level} [{where}] {entry.message}\n")
+                error = _event_error(entry.dagster_event)
+                if error:
+                    log.write(error.rstrip() + "\n")
 
     def outcome(self, run_id: str) -> RunOutcome:
         """A run's outcome from the event log (whoever executed it)."""
@@ -271,6 +311,7 @@ class PipelineDriver:
                 )
             elif event.is_step_failure and not outcome.message:
                 outcome.message = _failure_message(event)
+                outcome.cause = _failure_cause(event)
             elif event.is_run_failure and not outcome.message:
                 outcome.message = _one_line(event.message or "the run failed")
         if not outcome.success and not outcome.message:
@@ -359,10 +400,12 @@ class PipelineDriver:
         poll_interval: float = 1.0,
         timeout: float = 24 * 3600.0,
         progress: Callable[[str], None] = print,
+        watch: Callable[[str, Mapping[str, Any]], None] | None = None,
     ) -> RunSummary:
         """Submit `files` (tables with `template`, if given), then tick the status sensor
         (executing what it requests) until each file's latest submission was collected; a
-        summary of every file."""
+        summary of every file. `progress` gets a line per step of a file; `watch`, when given,
+        gets each status observation's metadata instead of its line (for a progress bar)."""
         started = time.monotonic()
         names = [self.place(Path(f), template) for f in files]
         self.ensure_partitions(names)
@@ -375,7 +418,11 @@ class PipelineDriver:
                 progress(f"{name}: submitted")
             else:
                 outcomes[name] = FileOutcome(
-                    name, ok=False, message=submitted.message, batches=self._batches_made(name)
+                    name,
+                    ok=False,
+                    message=submitted.message,
+                    cause=submitted.cause,
+                    batches=self._batches_made(name),
                 )
                 progress(f"{name}: not submitted: {submitted.message}")
         deadline = time.monotonic() + timeout
@@ -388,7 +435,10 @@ class PipelineDriver:
             tick = self.tick(self.names.status_sensor)
             for event in tick.events:
                 if isinstance(event, dg.AssetObservation) and event.partition in waiting:
-                    progress(f"{event.partition}: {_progress_line(event)}")
+                    if watch is None:
+                        progress(f"{event.partition}: {_progress_line(event)}")
+                    else:
+                        watch(event.partition, {k: v.value for k, v in event.metadata.items()})
             for name in list(waiting):
                 collect = self._finished_collect(name)
                 if collect is not None:
@@ -398,7 +448,11 @@ class PipelineDriver:
                 time.sleep(poll_interval)
                 waited += poll_interval
         return RunSummary(
-            self.layout.root, [outcomes[n] for n in names], time.monotonic() - started, waited
+            self.layout.root,
+            [outcomes[n] for n in names],
+            time.monotonic() - started,
+            waited,
+            self.log_file,
         )
 
     def submission(self, name: str) -> int | None:
@@ -428,6 +482,7 @@ class PipelineDriver:
                 name,
                 ok=False,
                 message=collect.message or "not collected",
+                cause=collect.cause,
                 batches=self._batches_made(name),
             )
         ok = collect.checks.get(INVARIANT_CHECK, False)
@@ -478,3 +533,21 @@ def _failure_message(event: Any) -> str:
     ):
         error = error.cause
     return _one_line(error.message if error is not None else "the step failed")
+
+
+def _failure_cause(event: Any) -> str:
+    """The cause kind a step's Failure carries in its metadata (see assets.failure), if any."""
+    data = event.step_failure_data.user_failure_data
+    value = data.metadata.get("cause") if data is not None else None
+    return str(value.value) if value is not None else ""
+
+
+def _event_error(event: Any) -> str:
+    """The error (with its stack) a failure event carries, for the log file."""
+    if event is None:
+        return ""
+    if event.is_step_failure and event.step_failure_data.error is not None:
+        return event.step_failure_data.error.to_string()
+    data = getattr(event, "event_specific_data", None)
+    error = getattr(data, "error", None)
+    return error.to_string() if error is not None else ""

@@ -31,7 +31,12 @@ ShardState = Literal["pending", "creating", "submitted"]
 
 
 class ManifestBusy(BatchPipelineError):
-    """Another process holds the same work on the same input file."""
+    """Another process holds the same work (`what`: submit, collect) on the same input file."""
+
+    def __init__(self, name: str, what: str) -> None:
+        self.name = name
+        self.what = what
+        super().__init__(f"{name}: another {what} of this file is running")
 
 
 class ShardRecord(BaseModel):
@@ -114,7 +119,7 @@ class ManifestStore:
                     lock(self.dir / f".{check_name(name)}.{what}.lock", blocking=False)
                 )
             except LockBusy:
-                raise ManifestBusy(f"{name}: another {what} of this file is running") from None
+                raise ManifestBusy(name, what) from None
             yield hold
 
     def load(self, name: str) -> Manifest | None:

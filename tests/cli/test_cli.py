@@ -109,10 +109,10 @@ def test_cancel_against_an_unreachable_gateway_is_one_line(
         )
     argv = ["cancel", "c", "-m", "quick_defs", "--data-dir", str(tmp_path)]
     argv += ["--gateway", "http://127.0.0.1:9"]
-    assert main(argv) == 1
+    assert main(argv) == 69  # EX_UNAVAILABLE: the gateway could not be reached
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert "batch-pipeline cancel: c: POST /v1/batches/batch_1/cancel" in err
+    assert "batch-pipeline cancel: gateway unreachable (POST /v1/batches/batch_1/cancel" in err
 
 
 def test_definitions_that_cannot_load_are_one_line(

@@ -226,8 +226,11 @@ def test_run_through_the_users_module_sends_the_api_key_and_the_virtual_key(
     refused = subprocess.run(
         command, cwd=tmp_path, env={**base, "THEIR_KEY": key}, capture_output=True, text=True
     )
-    assert refused.returncode == 1 and "Traceback" not in refused.stderr + refused.stdout
-    assert "HTTP 401" in refused.stdout and "virtual key is required" in refused.stdout
+    assert refused.returncode == 77 and "Traceback" not in refused.stderr + refused.stdout
+    assert (
+        "401 from the gateway (" in refused.stdout and "virtual key is required" in refused.stdout
+    )
+    assert "check THEIR_KEY / THEIR_VK" in refused.stdout  # the variables the instance names
     assert counters(emulator.base_url)["batches_created"] == 0
     done = subprocess.run(
         command,

@@ -16,7 +16,7 @@ import pytest
 from dagster_dev_support import REPO, DagsterDev, dagster_dev, user_project
 from pipeline_support import counters
 
-SAMPLES = REPO / "data" / "inbox"
+SAMPLES = REPO / "batch_pipeline" / "samples"
 # The user's own downstream asset: one partition per input file, read through the instance's IO
 # manager as a DataFrame, materialized by the user's automation sensor when results land.
 DOWNSTREAM = """

@@ -33,7 +33,7 @@ def _by_file(summary) -> dict:
 
 
 def test_samples_end_to_end(emulator, tmp_path: Path) -> None:
-    shutil.copytree(REPO / "data" / "inbox", tmp_path / "inbox")
+    shutil.copytree(REPO / "batch_pipeline" / "samples", tmp_path / "inbox")
     summary = _run(emulator, tmp_path, ["*"])
     assert summary.ok, summary.render()
     files = _by_file(summary)

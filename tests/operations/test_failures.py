@@ -7,7 +7,7 @@ import errno
 
 import pytest
 
-from batch_pipeline.errors import BatchPipelineError
+from batch_pipeline.errors import BatchPipelineError, cause_of
 from batch_pipeline.gateway import GatewayTimeoutError
 from batch_pipeline.gateway.errors import status_error_class
 from batch_pipeline.gateway.models import BifrostError
@@ -79,7 +79,9 @@ def test_only_transient_gateway_answers_may_be_retried(status: int, transient: b
     assert is_transient(exc) is transient
     step = failure(exc, "tix")
     assert step.allow_retries is transient
-    assert step.description == f"tix: {exc}" and "\n" not in step.description
+    found = cause_of(exc, "tix")  # 401/403 name the key variables, the others the error
+    assert step.description == (found.message if found else f"tix: {exc}")
+    assert "\n" not in step.description
 
 
 def test_no_answer_and_an_output_not_served_yet_may_be_retried_a_full_disk_not() -> None:
@@ -88,5 +90,5 @@ def test_no_answer_and_an_output_not_served_yet_may_be_retried_a_full_disk_not()
     assert failure(OutputUnavailable("tix: batch b1 ... answered 404"), "tix").allow_retries
     full = storage_failure(OSError(errno.ENOSPC, "No space left on device"), "collecting tix")
     step = failure(full, "tix")
-    assert not step.allow_retries and step.description == str(full)
+    assert not step.allow_retries and step.description.startswith("no space left on device")
     assert not failure(CollectError("tix: nothing was submitted yet"), "tix").allow_retries

@@ -280,7 +280,7 @@ def test_a_gateway_refusal_during_submit_is_one_clear_line(
     monkeypatch.setenv("BIFROST_API_KEY", "sk-bf-a-wrong-key")
     write_input(data_root, "chat", chat_lines(2))
     summary = run(driver(instance, emulator.base_url, data_root), data_root, ["chat"])
-    _assert_one_line(summary.files[0].message, "HTTP 401", "check BIFROST_API_KEY")
+    _assert_one_line(summary.files[0].message, "401 from the gateway", "check BIFROST_API_KEY")
     assert counters(emulator.base_url)["batches_created"] == 0
 
 

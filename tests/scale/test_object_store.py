@@ -18,7 +18,7 @@ from batch_pipeline.ledger.layout import DataLayout
 from batch_pipeline.operations.retry import write_retry_wave
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "data" / "inbox" / "support_tickets.jsonl"
+SAMPLE = REPO / "batch_pipeline" / "samples" / "support_tickets.jsonl"
 TABLES = ("results", "errors")
 
 

@@ -18,7 +18,7 @@ from batch_pipeline import build_pipeline_defs
 from batch_pipeline.integration.assets import INVARIANT_CHECK
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "data" / "inbox" / "support_tickets.jsonl"
+SAMPLE = REPO / "batch_pipeline" / "samples" / "support_tickets.jsonl"
 GATEWAY_POOL = "bifrost_gateway"
 
 
