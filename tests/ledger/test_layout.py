@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from batch_pipeline.ledger.layout import DataLayout, LayoutError, partition_name
+from batch_pipeline.ledger.layout import DataLayout, LayoutError, check_name, partition_name
 from batch_pipeline.ledger.storage import atomic_write
 
 
@@ -21,21 +21,47 @@ def test_partition_name_of_good_files(file_name: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("file_name", "expected"),
+    [
+        ("Q3 tickets.jsonl", "q3_tickets"),
+        ("café.jsonl", "cafe"),
+        ("a=b.jsonl", "a_b"),
+        ("ünïcode.jsonl", "unicode"),
+        ("a..b.jsonl", "a.b"),
+        ("Mixed Case (final).jsonl.gz", "mixed_case_final"),
+        ("  spaced  .parquet", "spaced"),
+        ("line\nbreak.jsonl", "line_break"),
+    ],
+)
+def test_any_file_name_maps_to_a_safe_stable_key(file_name: str, expected: str) -> None:
+    assert partition_name(file_name) == expected
+    assert partition_name(file_name) == expected  # stable: the same name, the same key
+    assert check_name(expected) == expected
+
+
+def test_names_with_nothing_usable_or_too_long_get_a_hashed_key() -> None:
+    empty = partition_name("日本語.jsonl")
+    assert empty.startswith("input_") and empty == partition_name("日本語.jsonl")
+    assert empty != partition_name("中文.jsonl")
+    long = partition_name("X" * 300 + ".jsonl")
+    assert len(long) <= 200 and check_name(long) == long
+    assert long != partition_name("X" * 301 + ".jsonl")
+
+
+@pytest.mark.parametrize(
     "file_name",
     [
         "../escape.jsonl",
         "/etc/passwd.jsonl",
         "sub/dir.jsonl",
-        "with space.jsonl",
-        "ünïcode.jsonl",
+        "back\\slash.jsonl",
         "..jsonl",
-        "a..b.jsonl",
         ".hidden.jsonl",
         "notes.txt",
-        "x" * 201 + ".jsonl",
+        "x.jsonl.part",
     ],
 )
-def test_partition_name_refuses_unsafe_names(file_name: str) -> None:
+def test_partition_name_refuses_paths_hidden_names_and_non_inputs(file_name: str) -> None:
     with pytest.raises(LayoutError) as info:
         partition_name(file_name)
     assert "\n" not in str(info.value)
@@ -75,14 +101,17 @@ def test_paths_stay_under_root(tmp_path: Path) -> None:
 def test_new_inputs_waits_for_settled_files_and_reports_bad_names(tmp_path: Path) -> None:
     layout = DataLayout.at(tmp_path)
     layout.inbox.mkdir()
-    for name in ("old.jsonl", "fresh.jsonl", "known.jsonl", "bad name.jsonl", "readme.txt"):
+    for name in ("old.jsonl", "fresh.jsonl", "known.jsonl", "Known .jsonl", "readme.txt"):
         (layout.inbox / name).write_text("{}\n")
     os.utime(layout.inbox / "old.jsonl", (1, 1))
     new, refused = layout.new_inputs(
         {"known"}, settle_seconds=5, now=(layout.inbox / "fresh.jsonl").stat().st_mtime + 1
     )
     assert new == ["old"]
-    assert len(refused) == 1 and "bad name" in refused[0]
+    assert refused == [
+        "Known .jsonl: known.jsonl is already input 'known' (both names map to that key); "
+        "rename one"
+    ]
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
