@@ -30,7 +30,9 @@ def test_inbox_sensor_registers_new_files_once(instance, tmp_path: Path) -> None
     assert [r.partition_key for r in result.run_requests] == ["first", "second"]
     assert [r.run_key for r in result.run_requests] == ["submit:first", "submit:second"]
     assert result.dynamic_partitions_requests[0].partition_keys == ["first", "second"]
-    assert "First .jsonl: first.jsonl is already input 'first'" in json.loads(result.cursor)["told"][0]
+    assert (
+        "First .jsonl: first.jsonl is already input 'first'" in json.loads(result.cursor)["told"][0]
+    )
     # the inbox asset records each file as it arrives: lineage starts there
     arrived = [(e.asset_key, e.partition) for e in result.asset_events]
     assert arrived == [(drive.names.inbox, "first"), (drive.names.inbox, "second")]
