@@ -208,20 +208,18 @@ class PipelineDriver:
         if resubmit is None:
             resubmit = policy.get("on_duplicate") == "resubmit"
         registry = InputRegistry(self.layout)
-        latest = registry.latest(
+        name = registry.latest(
             name, set(self.instance.get_dynamic_partitions(self.names.partitions))
         )
         try:
-            same = registry.check_new(
-                latest, path.name, fingerprint(path), allow_duplicate=resubmit
-            )
+            same = registry.check_new(name, path.name, fingerprint(path), allow_duplicate=resubmit)
         except InputRefused:
-            record = registry.record(latest)
+            record = registry.record(name)
             if not (
                 policy.get("on_name_reuse") == "version" and record and record.file == path.name
             ):
                 raise
-            name, same = f"{version_of(latest)[0]}.v{record.version + 1}", None
+            name, same = f"{version_of(name)[0]}.v{record.version + 1}", None
         target = self.layout.inbox / path.name
         local = is_local(target) and path.resolve() == Path(target).resolve()
         if same is None and not local:

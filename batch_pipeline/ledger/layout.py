@@ -27,6 +27,25 @@ TEMPORARY_SUFFIXES = (".tmp", ".part")  # a producer's name while writing: never
 # file name to one.
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 MAX_NAME = 200
+# Letters NFKD does not take apart into an ASCII letter and an accent.
+_LETTERS = str.maketrans(
+    {
+        "ø": "o",
+        "Ø": "O",
+        "æ": "ae",
+        "Æ": "AE",
+        "œ": "oe",
+        "Œ": "OE",
+        "ß": "ss",
+        "đ": "d",
+        "Đ": "D",
+        "ł": "l",
+        "Ł": "L",
+        "þ": "th",
+        "Þ": "TH",
+        "\u0131": "i",  # dotless i
+    }
+)
 Readiness = Literal["quiet", "renamed", "marker"]
 
 
@@ -42,7 +61,9 @@ def partition_name(file_name: str) -> str:
     if base != file_name or "/" in file_name or "\\" in file_name:
         raise LayoutError(f"{file_name!r}: an input is named by its file name, not a path")
     if is_temporary(base):
-        raise LayoutError(f"{file_name!r}: a hidden or temporary name is never taken")
+        raise LayoutError(
+            f"{file_name!r}: a hidden or temporary name is never taken; rename the file"
+        )
     stem = input_stem(base)
     if stem is None:
         raise LayoutError(
@@ -73,7 +94,8 @@ def partition_key(stem: str) -> str:
     if _NAME_RE.fullmatch(stem) and ".." not in stem:
         return stem
     digest = hashlib.sha256(stem.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    folded = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode().lower()
+    folded = unicodedata.normalize("NFKD", stem.translate(_LETTERS))
+    folded = folded.encode("ascii", "ignore").decode().lower()
     key = re.sub(r"\.{2,}", ".", re.sub(r"[^a-z0-9_.-]+", "_", folded)).strip("_.-")
     if len(key) > MAX_NAME:
         key = key[: MAX_NAME - 9].rstrip("_.-") + "_" + digest
@@ -247,11 +269,15 @@ class DataLayout:
             seen[name] = file_name
             if name in known:
                 page.known.append(InboxEntry(name, file_name, changed))
-            elif self.is_complete(
-                file_name, changed, ready=ready, settle_seconds=settle_seconds, now=now
-            ):
-                page.new.append(name)
-                page.files[name] = file_name
+            else:
+                complete, note = self.is_complete(
+                    file_name, changed, ready=ready, settle_seconds=settle_seconds, now=now
+                )
+                if complete:
+                    page.new.append(name)
+                    page.files[name] = file_name
+                elif note:
+                    page.refused.append(note)
         return page
 
     def is_complete(
@@ -262,20 +288,25 @@ class DataLayout:
         ready: Readiness,
         settle_seconds: float,
         now: float,
-    ) -> bool:
-        """Whether an inbox file's producer is done with it. `renamed`: it was renamed into
-        place whole, so any file under its final name is. `marker`: once `<file>.done` exists.
-        `quiet` (the default): once `<file>.done` exists, or the file has been unchanged for
-        `settle_seconds` and does not end inside a line (a JSONL file ends with a newline, a
-        Parquet file with its footer)."""
+    ) -> tuple[bool, str | None]:
+        """Whether an inbox file's producer is done with it, and a note when a quiet file is
+        still not taken. `renamed`: it was renamed into place whole, so any file under its
+        final name is. `marker`: once `<file>.done` exists. `quiet` (the default): once
+        `<file>.done` exists, or the file has been unchanged for `settle_seconds` and does not
+        end inside a line (a JSONL file ends with a newline, a Parquet file with its footer)."""
         path = self.inbox / file_name
         if ready == "renamed":
-            return True
+            return True, None
         if (self.inbox / f"{file_name}{DONE_SUFFIX}").exists():
-            return True
-        if ready == "marker":
-            return False
-        return now - _settled_at(path, changed) >= settle_seconds and ends_whole(path)
+            return True, None
+        if ready == "marker" or now - _settled_at(path, changed) < settle_seconds:
+            return False, None
+        if ends_whole(path):
+            return True, None
+        return False, (
+            f"{file_name}: ends inside a line, so it is not taken yet; if it is complete, "
+            f"create {file_name}{DONE_SUFFIX} beside it"
+        )
 
     def inbox_files(self) -> Iterator[DataPath]:
         """Inputs in the inbox (files and table folders), sorted by name (others are ignored)."""

@@ -134,3 +134,66 @@ def test_new_inputs_reports_broken_links_and_clashing_names(tmp_path: Path) -> N
     assert new == ["twin"]
     assert any("gone.jsonl: cannot be read" in r for r in refused)
     assert any("already input 'twin'" in r for r in refused)
+
+
+def _scan(layout: DataLayout, ready: str, settle: float = 5.0, known: frozenset[str] = frozenset()):
+    return layout.scan_inbox(known, settle_seconds=settle, now=2e9, ready=ready)  # type: ignore[arg-type]
+
+
+def test_quiet_files_are_taken_only_when_their_last_line_is_whole(tmp_path: Path) -> None:
+    layout = DataLayout.at(tmp_path)
+    layout.inbox.mkdir()
+    (layout.inbox / "whole.jsonl").write_bytes(b'{"a": 1}\n')
+    (layout.inbox / "half.jsonl").write_bytes(b'{"a": 1}\n{"a"')
+    (layout.inbox / "table.parquet").write_bytes(b"PAR1....")  # footer not written yet
+    page = _scan(layout, "quiet")
+    assert page.new == ["whole"] and page.files == {"whole": "whole.jsonl"}
+    assert (
+        "half.jsonl: ends inside a line, so it is not taken yet; if it is complete, create "
+        "half.jsonl.done beside it" in page.refused
+    )
+    (layout.inbox / "half.jsonl.done").touch()  # its producer says it is complete
+    assert sorted(_scan(layout, "quiet").new) == ["half", "whole"]
+    os.utime(layout.inbox / "whole.jsonl")  # just changed: inside the quiet period
+    assert (
+        "whole"
+        not in layout.scan_inbox(
+            set(), settle_seconds=5, now=(layout.inbox / "whole.jsonl").stat().st_mtime + 1
+        ).new
+    )
+
+
+def test_marker_mode_waits_for_the_marker_and_renamed_mode_takes_at_once(tmp_path: Path) -> None:
+    layout = DataLayout.at(tmp_path)
+    layout.inbox.mkdir()
+    (layout.inbox / "a.jsonl").write_bytes(b'{"a": 1}\n')
+    (layout.inbox / "b.jsonl").write_bytes(b'{"a": 1}')  # no final newline: complete all the same
+    assert _scan(layout, "marker").new == []
+    (layout.inbox / "b.jsonl.done").touch()
+    assert _scan(layout, "marker").new == ["b"]
+    assert _scan(layout, "renamed", settle=1e12).new == ["a", "b"]
+
+
+@pytest.mark.parametrize("ready", ["quiet", "renamed", "marker"])
+def test_temporary_names_are_never_taken(tmp_path: Path, ready: str) -> None:
+    layout = DataLayout.at(tmp_path)
+    layout.inbox.mkdir()
+    for name in (".tix.jsonl", "tix.jsonl.tmp", "tix.jsonl.part", ".tix.jsonl.done"):
+        (layout.inbox / name).write_bytes(b'{"a": 1}\n')
+    (layout.inbox / "tix.jsonl.part.done").touch()
+    page = _scan(layout, ready)
+    assert (page.new, page.refused) == ([], [])
+
+
+def test_known_names_are_listed_for_a_second_look(tmp_path: Path) -> None:
+    layout = DataLayout.at(tmp_path)
+    layout.inbox.mkdir()
+    (layout.inbox / "Q3 tickets.jsonl").write_bytes(b'{"a": 1}\n')
+    page = _scan(layout, "quiet", known=frozenset({"q3_tickets"}))
+    assert page.new == [] and [(e.key, e.file) for e in page.known] == [
+        ("q3_tickets", "Q3 tickets.jsonl")
+    ]
+    assert layout.input_file("q3_tickets") == layout.inbox / "Q3 tickets.jsonl"
+    (layout.inbox / "q3  tickets.jsonl").write_bytes(b'{"a": 1}\n')
+    with pytest.raises(LayoutError, match="all map to this input key; rename all but one"):
+        layout.input_file("q3_tickets")
