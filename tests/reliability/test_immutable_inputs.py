@@ -15,10 +15,12 @@ from typing import Any
 
 import dagster as dg
 import pyarrow.parquet as pq
-from driver_support import driver
+from driver_support import driver, tick_until
 from pipeline_support import chat_lines, write_input
 from reliability_support import counters
 
+from batch_pipeline.integration.assets import INVARIANT_CHECK
+from batch_pipeline.integration.driver import Tick
 from batch_pipeline.ledger.layout import DataLayout
 from batch_pipeline.ledger.registry import InputRegistry
 
@@ -186,3 +188,66 @@ def test_a_retry_wave_reads_the_registered_copy_not_the_inbox(
     assert run.success, run.message
     wave = (data_root / "inbox" / "flaky.retry-1.jsonl").read_bytes()
     assert wave == original[1] + original[3]
+
+
+def test_a_file_that_grew_after_it_was_taken_fails_the_blocking_check_in_one_line(
+    emulator, instance, data_root: Path
+) -> None:
+    """A producer that paused at a line boundary longer than the quiet period: its file was
+    taken in part, which no listing can tell; the collect compares the inbox file with what was
+    registered and fails loudly instead of passing on the lines it saw."""
+    drive = driver(instance, emulator.base_url, data_root)
+    path = write_input(data_root, "grows", chat_lines(3))
+    taken = drive.tick(drive.names.inbox_sensor)
+    assert [(r.partition, r.success) for r in taken.runs] == [("grows", True)]
+    with path.open("a") as out:  # the producer goes on writing
+        out.write("".join(json.dumps(line) + "\n" for line in chat_lines(5)[3:]))
+    outcomes: dict[str, dg.AssetCheckEvaluation] = {}
+
+    def collected(tick: Tick) -> bool:
+        for run in tick.runs:
+            if run.job_name == drive.names.collect_job:
+                for record in instance.get_records_for_run(run.run_id).records:
+                    event = record.event_log_entry.dagster_event
+                    if (
+                        event is not None
+                        and event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+                    ):
+                        evaluation = event.asset_check_evaluation_data
+                        outcomes[evaluation.check_name] = evaluation
+        return INVARIANT_CHECK in outcomes
+
+    tick_until(drive, collected, timeout=60)
+    check = outcomes[INVARIANT_CHECK]
+    assert not check.passed
+    size = len(InputRegistry(DataLayout.at(data_root)).source("grows").read_bytes())
+    assert check.description == (
+        f"grows.jsonl grew after it was taken ({size} -> {path.stat().st_size} bytes): only the "
+        f"{size} bytes taken were submitted; put the rest under a new file name"
+    )
+    assert not (data_root / "outcomes" / "original_file=grows").exists()  # blocked downstream
+
+
+def test_the_inbox_sensor_takes_new_content_under_a_used_name_as_its_next_version(
+    emulator, instance, data_root: Path
+) -> None:
+    drive = driver(
+        instance,
+        emulator.base_url,
+        data_root,
+        {"inputs": {"settle_seconds": 0, "on_name_reuse": "version"}},
+    )
+    path = write_input(data_root, "tix", chat_lines(3))
+    original = path.read_bytes()
+    first = drive.tick(drive.names.inbox_sensor)
+    assert [(r.partition, r.success) for r in first.runs] == [("tix", True)]
+    assert drive.tick(drive.names.inbox_sensor).runs == []  # nothing new: nothing asked
+    write_input(data_root, "tix", chat_lines(4))
+    second = drive.tick(drive.names.inbox_sensor)
+    assert [(r.partition, r.success) for r in second.runs] == [("tix.v2", True)]
+    (arrived,) = second.events
+    assert arrived.partition == "tix.v2" and arrived.metadata["original_file"].value == "tix.jsonl"
+    registry = InputRegistry(DataLayout.at(data_root))
+    assert registry.source("tix").read_bytes() == original
+    assert registry.source("tix.v2").read_bytes() == path.read_bytes()
+    assert drive.tick(drive.names.inbox_sensor).runs == []  # the version is what the inbox holds
