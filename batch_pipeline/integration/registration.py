@@ -18,7 +18,6 @@ from batch_pipeline.ledger.registry import (
     InputRecord,
     InputRefused,
     InputRegistry,
-    fingerprint,
     version_of,
 )
 
@@ -40,10 +39,9 @@ def register_input(
     record = registry.record(name)
     if record is None:
         return _register_new(registry, layout, name, resubmit=resubmit)
-    inbox = layout.inbox / record.file
-    if settings.inputs.on_name_reuse == "refuse" and inbox.exists():
-        now = fingerprint(inbox)
-        if now.sha256 != record.sha256:
+    if settings.inputs.on_name_reuse == "refuse":
+        now = registry.new_content(record)
+        if now is not None:
             reason = (
                 f"{record.file}: new content under the used name {name!r}; the original is kept "
                 f"in {registry.relative(registry.copy_path(record))} and stays the input of "

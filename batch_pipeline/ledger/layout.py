@@ -303,9 +303,10 @@ class DataLayout:
             return False, None
         if ends_whole(path):
             return True, None
+        what = "ends inside a line" if file_name.endswith(".jsonl") else "has no Parquet footer"
         return False, (
-            f"{file_name}: ends inside a line, so it is not taken yet; if it is complete, "
-            f"create {file_name}{DONE_SUFFIX} beside it"
+            f"{file_name}: {what} ({_size(path)} bytes so far), so it is not taken yet; if it "
+            f"is complete, create {file_name}{DONE_SUFFIX} beside it"
         )
 
     def inbox_files(self) -> Iterator[DataPath]:
@@ -342,6 +343,10 @@ def ends_whole(path: DataPath) -> bool:
     if path.name.endswith(TABLE_SUFFIX) and not path.is_dir():
         return _tail(path, 4) == b"PAR1"
     return True
+
+
+def _size(path: DataPath) -> int:
+    return path.stat().st_size if is_local(path) else int(path.fs.size(path.path))
 
 
 def _tail(path: DataPath, size: int) -> bytes:

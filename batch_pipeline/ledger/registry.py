@@ -199,6 +199,19 @@ class InputRegistry:
         write_versioned(self.record_path(key), record.model_dump_json(indent=1).encode(), tag)
         return record
 
+    def new_content(self, record: InputRecord) -> Fingerprint | None:
+        """The fingerprint of the inbox file a record was taken from when it now holds other
+        content; None when it is gone or the same (not read again while its size and time
+        are still those it was taken with)."""
+        path = self.layout.inbox / record.file
+        changed = _changed_at(path)
+        if changed is None:
+            return None
+        if changed == record.inbox_changed and _size(path) == record.size:
+            return None
+        now = fingerprint(path)
+        return None if now.sha256 == record.sha256 else now
+
     def drift(self, key: str) -> str | None:
         """One line when the inbox file a partition was taken from grew or changed since (None:
         unchanged, gone, or never registered): what collect's blocking check reports."""
@@ -209,17 +222,19 @@ class InputRegistry:
         if self.record_path(f"{base}.v{version + 1}").exists():
             return None  # the inbox file went on to be the name's next version
         path = self.layout.inbox / record.file
-        if not path.exists():
+        changed = _changed_at(path)
+        if changed is None:
             return None
-        now = fingerprint(path)
-        if now.size != record.size:
-            verb = "grew" if now.size > record.size else "shrank"
+        size = _size(path)
+        if size != record.size:
+            grew = size > record.size
             return (
-                f"{record.file} {verb} after it was taken ({record.size} -> {now.size} bytes): "
-                f"only the {record.size} bytes taken were submitted; put the rest under a new "
-                "file name"
+                f"{record.file} {'grew' if grew else 'shrank'} after it was taken ({record.size} "
+                f"-> {size} bytes): only the {record.size} bytes taken were submitted"
+                + ("; put the rest under a new file name" if grew else "")
             )
-        if now.sha256 != record.sha256:
+        now = self.new_content(record)
+        if now is not None:
             return (
                 f"{record.file} changed after it was taken (sha256 {record.sha256[:12]} -> "
                 f"{now.sha256[:12]}): the content taken was submitted; put the new content "
@@ -324,6 +339,11 @@ def _changed_at(path: DataPath) -> float | None:
         if name == path.name:
             return changed
     return None
+
+
+def _size(path: DataPath) -> int:
+    """Bytes of an inbox file, or of a table folder's files."""
+    return sum(file.stat().st_size for _, file in _files(path))
 
 
 def _hex(sha256: str) -> str:

@@ -148,10 +148,12 @@ def test_quiet_files_are_taken_only_when_their_last_line_is_whole(tmp_path: Path
     (layout.inbox / "table.parquet").write_bytes(b"PAR1....")  # footer not written yet
     page = _scan(layout, "quiet")
     assert page.new == ["whole"] and page.files == {"whole": "whole.jsonl"}
-    assert (
-        "half.jsonl: ends inside a line, so it is not taken yet; if it is complete, create "
-        "half.jsonl.done beside it" in page.refused
-    )
+    assert page.refused == [
+        "half.jsonl: ends inside a line (13 bytes so far), so it is not taken yet; if it is "
+        "complete, create half.jsonl.done beside it",
+        "table.parquet: has no Parquet footer (8 bytes so far), so it is not taken yet; if it "
+        "is complete, create table.parquet.done beside it",
+    ]
     (layout.inbox / "half.jsonl.done").touch()  # its producer says it is complete
     assert sorted(_scan(layout, "quiet").new) == ["half", "whole"]
     os.utime(layout.inbox / "whole.jsonl")  # just changed: inside the quiet period

@@ -253,8 +253,8 @@ def test_inbox_sensor_survives_the_corpus_and_warns_about_unfinished_files(
     assert unfinished and requested == sorted(taken + [partition_name(n) for n in BAD_NAMES])
     warned = json.loads(answer.cursor)["told"]
     assert sorted(warned) == sorted(
-        f"{b.file_name}: ends inside a line, so it is not taken yet; if it is complete, create "
-        f"{b.file_name}.done beside it"
+        f"{b.file_name}: ends inside a line ({len(b.content)} bytes so far), so it is not "
+        f"taken yet; if it is complete, create {b.file_name}.done beside it"
         for b in unfinished
     )
     again = _inbox_sensor_tick(drive)

@@ -47,16 +47,25 @@ def dev(emulator, tmp_path: Path) -> Iterator[DagsterDev]:
         yield running
 
 
-def _write_in_bursts(path: Path, content: bytes, cuts: list[int]) -> None:
-    """A producer writing `content` in bursts, pausing longer than the quiet period after each
-    cut (cuts fall inside a line: what the inbox sees during a pause is a half-written line)."""
-    start = 0
+def _write_in_bursts(path: Path, content: bytes, cuts: list[int], log: Path) -> None:
+    """A producer writing `content` in bursts, pausing inside a line after each cut, longer
+    than the quiet period and until the inbox sensor has seen the half-written file (its log
+    says it waits for the rest) or has taken it (registered: what must not happen)."""
+    start, registry = 0, InputRegistry(DataLayout.at(path.parent.parent))
     for cut in [*cuts, len(content)]:
         with open(path, "ab") as out:
             out.write(content[start:cut])
         start = cut
-        if cut < len(content):
-            time.sleep(PAUSE_SECONDS)  # the pause is the scenario: no condition to await
+        if cut == len(content):
+            return
+        seen = f"inbox: {path.name}: ends inside a line ({cut} bytes so far)"
+        paused = time.monotonic()
+        while time.monotonic() < paused + 120 and registry.record("slow") is None:
+            if time.monotonic() - paused > PAUSE_SECONDS and seen in log.read_text(
+                errors="replace"
+            ):
+                break
+            time.sleep(0.2)
 
 
 def _rows(data: Path, key: str) -> int:
@@ -100,7 +109,10 @@ def test_the_inbox_takes_whole_files_only_and_keeps_what_it_took(
     third = len(slow) // 3
     cuts = [third + 7, 2 * third + 11]
     assert all(slow[cut - 1 : cut] != b"\n" for cut in cuts)  # each pause inside a line
-    writer = threading.Thread(target=_write_in_bursts, args=(inbox / "slow.jsonl", slow, cuts))
+    writer = threading.Thread(
+        target=_write_in_bursts,
+        args=(inbox / "slow.jsonl", slow, cuts, tmp_path / "dagster-dev.log"),
+    )
     writer.start()
     dev.wait(lambda: _rows(data, "tix") == 10, 240, "tix's results")
 
