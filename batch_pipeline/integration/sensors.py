@@ -83,7 +83,7 @@ def build_inbox_sensor(
             if cursor.get("after")
             else (cursor.get("started", 0.0), now)
         )
-        reused = _reused_names(context, settings, layout, page.known, known, since)
+        reused = _reused_names(settings, layout, page.known, known, since)
         told = cursor.get("told", [])
         for message in page.refused + reused.refused:
             if message not in told:
@@ -132,7 +132,6 @@ class NameReuse:
 
 
 def _reused_names(
-    context: dg.SensorEvaluationContext,
     settings: PipelineSettings,
     layout: DataLayout,
     entries: list[InboxEntry],
@@ -142,7 +141,7 @@ def _reused_names(
     """What to do about inbox files of known names changed since `since`: read the latest
     version's record; a file whose time and name match it is what was taken; otherwise its
     content is hashed (a sensor reads) and new content becomes the name's next version, or a
-    run of the name that refuses it (a run moves it to inbox/rejected/)."""
+    run of the name that refuses it (a run moves it to inbox/rejected/) and a line logged once."""
     registry, found = InputRegistry(layout), NameReuse()
     for entry in entries:
         if entry.changed < since - CHANGE_MARGIN_SECONDS:
@@ -164,9 +163,10 @@ def _reused_names(
             base, _ = version_of(latest)
             found.versions[f"{base}.v{record.version + 1}"] = entry.file
             continue
-        context.log.warning(
-            f"inbox: {entry.file}: new content under the used name {latest!r}; refused, the "
-            "original is kept (a run moves the file to inbox/rejected/ with the reason)"
+        found.refused.append(
+            f"{entry.file}: new content under the used name {latest!r} (sha256 {sha256[:12]}); "
+            "refused, the original is kept (a run moves the file to inbox/rejected/ with the "
+            "reason)"
         )
         found.refusals[latest] = sha256
     return found
