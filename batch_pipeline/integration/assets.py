@@ -151,7 +151,9 @@ def build_assets(
     source = settings.source
     inbox = dg.AssetSpec(
         names.inbox,
-        description="Input files and tables in <data_root>/inbox/ (one partition each)"
+        description="Input files and tables in <data_root>/inbox/ (one partition each, keyed "
+        "by a safe form of the file name; `original_file` keeps the name; a refused file shows "
+        "as a `rejected` observation)"
         + (f"; each materialization of {source} is written there as a table." if source else "."),
         kinds={"jsonl", "parquet"},
         metadata={
@@ -173,8 +175,10 @@ def build_assets(
         deps=[inbox],
         kinds={"jsonl"},
         required_resource_keys={data_key},
-        description="The input file validated, normalized and split into content-addressed "
-        "shards within provider limits (<data_root>/staging/<name>/).",
+        description="The input file registered once as an immutable copy "
+        "(<data_root>/inputs/<sha256>/<file>), then validated, normalized and split into "
+        "content-addressed shards within provider limits (<data_root>/staging/<name>/); new "
+        "content under a used name, or known content under a new one, is refused.",
         **common,
     )
     def batch_input(

@@ -218,8 +218,8 @@ class PipelineSettings(_Section):
     )
     data_root: str | None = Field(
         default=None,
-        description="Folder or s3://bucket/prefix holding inbox/, staging/, batches/, "
-        "results/, errors/, outcomes/; unset: data/<name>",
+        description="Folder or s3://bucket/prefix holding inbox/, inputs/, staging/, "
+        "batches/, results/, errors/, outcomes/; unset: data/<name>",
     )
     group: str | None = Field(default=None, description="Dagster asset group; unset: the name")
     template: RequestTemplate | None = Field(
