@@ -201,13 +201,15 @@ class InputRegistry:
 
     def new_content(self, record: InputRecord) -> Fingerprint | None:
         """The fingerprint of the inbox file a record was taken from when it now holds other
-        content; None when it is gone or the same (not read again while its size and time
-        are still those it was taken with)."""
+        content; None when it is gone or the same. On local disk it is not read again while
+        its size and (nanosecond) time are those it was taken with; an object's time has one
+        second steps, so an object is always read."""
         path = self.layout.inbox / record.file
         changed = _changed_at(path)
         if changed is None:
             return None
-        if changed == record.inbox_changed and _size(path) == record.size:
+        unchanged = changed == record.inbox_changed and _size(path) == record.size
+        if unchanged and is_local(path):
             return None
         now = fingerprint(path)
         return None if now.sha256 == record.sha256 else now
