@@ -376,6 +376,9 @@ def build_assets(
         data: DataRootResource = getattr(context.resources, data_key)
         layout, store, name = data.layout(), data.store(), context.partition_key
         try:
+            # the inbox file must still be what was taken: a producer that went on writing
+            # after the file was taken lost the rest, and that must not pass silently
+            drift = InputRegistry(layout).drift(name)
             with gateway.client() as client:
                 report = collect_partition(
                     client, layout, store, name, prices=price_table(settings)
@@ -383,9 +386,6 @@ def build_assets(
                 if settings.collect.delete_files_after and report.invariant.passed:
                     for problem in delete_batch_files(client, store, name):
                         context.log.warning(f"cleanup: {problem}")
-            # the inbox file must still be what was taken: a producer that went on writing
-            # after the file was taken lost the rest, and that must not pass silently
-            drift = InputRegistry(layout).drift(name)
             outcomes = (
                 build_outcomes(layout, attempt_of(name)[0])
                 if report.invariant.passed and drift is None
