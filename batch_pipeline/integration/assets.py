@@ -24,12 +24,16 @@ from batch_pipeline.integration.progress import (
     spent_today,
     uncollected_submissions,
 )
-from batch_pipeline.integration.registration import record_metadata, register_input
+from batch_pipeline.integration.registration import (
+    as_dropped,
+    record_metadata,
+    register_input,
+)
 from batch_pipeline.integration.resources import DataRootResource, GatewayResource
 from batch_pipeline.integration.settings import PipelineSettings
 from batch_pipeline.ledger.layout import DataLayout, is_table
 from batch_pipeline.ledger.manifest import ManifestStore
-from batch_pipeline.ledger.registry import InputRegistry
+from batch_pipeline.ledger.registry import InputRecord, InputRegistry
 from batch_pipeline.ledger.storage import DataPath, parquet_schema
 from batch_pipeline.operations.alerts import error_rate
 from batch_pipeline.operations.collect import (
@@ -186,6 +190,7 @@ def build_assets(
     ) -> dg.MaterializeResult:
         data: DataRootResource = getattr(context.resources, data_key)
         layout, name = data.layout(), context.partition_key
+        record: InputRecord | None = None
         try:
             options = InputOptions(
                 default_provider=config.default_provider or settings.inputs.default_provider,
@@ -208,7 +213,8 @@ def build_assets(
             source = input_source(settings, layout, name)
             plan = plan_to_submit(data.store(), name, source, layout.staging(name), options)
         except BatchPipelineError as exc:
-            raise failure(exc, name) from None
+            message = as_dropped(layout, record, str(exc))
+            raise dg.Failure(description=message, allow_retries=False) from None
         except ValueError as exc:  # an unknown default provider
             raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
         summary = plan.summary

@@ -85,6 +85,15 @@ def _register_new(
         raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
+def as_dropped(layout: DataLayout, record: InputRecord | None, message: str) -> str:
+    """A problem found in a registered copy, naming the inbox file the user dropped instead
+    (the copy holds the same bytes, so its lines are the file's lines)."""
+    if record is None:
+        return message
+    copy = InputRegistry(layout).copy_path(record)
+    return message.replace(str(copy), str(layout.inbox / record.file))
+
+
 def record_metadata(registry: InputRegistry, record: InputRecord) -> dict[str, dg.RawMetadataValue]:
     """What the UI shows of a registered input: the name it came under, its copy, lineage."""
     metadata: dict[str, dg.RawMetadataValue] = {
