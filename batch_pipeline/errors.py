@@ -6,7 +6,8 @@ BatchPipelineError
 ├── GatewayError          the Bifrost client (gateway/errors.py has its own tree below it)
 ├── InputRejected         an input file or table that cannot be submitted, every problem listed
 ├── InputChanged          an input rewritten while it was read
-├── LayoutError           a file or partition name the data layout refuses
+├── LayoutError           a file or partition name the data layout refuses (InputRefused: new
+│                         content under a used name, known content under a new one)
 ├── StorageError          the data root cannot do what was asked (LockBusy, LockLost,
 │                         StorageFailed: a local file error told by cause, StorageFull)
 ├── ManifestBusy          another process holds the same work on the same input

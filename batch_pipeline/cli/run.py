@@ -44,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="provider for unprefixed models (default: the pipeline's inputs.default_provider)",
     )
     parser.add_argument(
+        "--resubmit",
+        action="store_true",
+        default=None,
+        help="submit (and pay again) content already registered under another file name "
+        "(default: the pipeline's inputs.on_duplicate)",
+    )
+    parser.add_argument(
         "--poll-interval", type=float, default=1.0, metavar="SECONDS", help="status poll period"
     )
     parser.add_argument(
@@ -51,9 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def batch_input_config(args: argparse.Namespace) -> dict[str, str]:
+def batch_input_config(args: argparse.Namespace) -> dict[str, str | bool]:
     """The per-run config of batch_input that the options ask for."""
-    chosen = {"on_invalid": args.on_invalid, "default_provider": args.default_provider}
+    chosen = {
+        "on_invalid": args.on_invalid,
+        "default_provider": args.default_provider,
+        "resubmit": getattr(args, "resubmit", None),
+    }
     return {k: v for k, v in chosen.items() if v}
 
 

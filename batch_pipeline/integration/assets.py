@@ -24,10 +24,16 @@ from batch_pipeline.integration.progress import (
     spent_today,
     uncollected_submissions,
 )
+from batch_pipeline.integration.registration import (
+    as_dropped,
+    record_metadata,
+    register_input,
+)
 from batch_pipeline.integration.resources import DataRootResource, GatewayResource
 from batch_pipeline.integration.settings import PipelineSettings
 from batch_pipeline.ledger.layout import DataLayout, is_table
 from batch_pipeline.ledger.manifest import ManifestStore
+from batch_pipeline.ledger.registry import InputRecord, InputRegistry
 from batch_pipeline.ledger.storage import DataPath, parquet_schema
 from batch_pipeline.operations.alerts import error_rate
 from batch_pipeline.operations.collect import (
@@ -48,6 +54,7 @@ from batch_pipeline.prices import PriceTable
 from batch_pipeline.providers import PROVIDERS
 
 INVARIANT_CHECK = "every_input_line_accounted_for"
+INPUT_POLICY_KEY = "input_policy"  # on the inbox asset: how files are taken (UI, CLI)
 ERROR_RATE_CHECK = "error_rate_below_threshold"
 BATCHES_TABLE = dg.TableSchema(
     columns=[
@@ -79,6 +86,11 @@ class BatchInputConfig(dg.Config):
     )
     default_provider: str | None = Field(
         default=None, description="provider of models written without `provider/`"
+    )
+    resubmit: bool | None = Field(
+        default=None,
+        description="submit (and pay) content already registered under another file name "
+        "(unset: the instance's inputs.on_duplicate)",
     )
 
 
@@ -129,9 +141,12 @@ def failure(
     name: str,
     doing: str = "writing",
     settings: PipelineSettings | None = None,
+    *,
+    told: str | None = None,
 ) -> dg.Failure:
     """A step failure of one line: the cause a user can act on when `errors.cause_of` knows it
-    (the same line the command line prints, its kind in the metadata), else the error. Only a
+    (the same line the command line prints, its kind in the metadata), else the error (`told`,
+    when the error's own text needs rewording for the user). Only a
     transient failure (`is_transient`) may be retried by the step's retry policy: a full disk or
     a 4xx fails the step at once."""
     transient = is_transient(exc)
@@ -146,7 +161,7 @@ def failure(
         metadata["cause"] = found.kind
         description = found.message
     else:
-        description = f"{name}: {exc}" if isinstance(exc, GatewayError) else str(exc)
+        description = f"{name}: {exc}" if isinstance(exc, GatewayError) else told or str(exc)
     return dg.Failure(description=description, metadata=metadata, allow_retries=transient)
 
 
@@ -170,9 +185,18 @@ def build_assets(
     source = settings.source
     inbox = dg.AssetSpec(
         names.inbox,
-        description="Input files and tables in <data_root>/inbox/ (one partition each)"
+        description="Input files and tables in <data_root>/inbox/ (one partition each, keyed "
+        "by a safe form of the file name; `original_file` keeps the name; a refused file shows "
+        "as a `rejected` observation)"
         + (f"; each materialization of {source} is written there as a table." if source else "."),
         kinds={"jsonl", "parquet"},
+        metadata={
+            INPUT_POLICY_KEY: dg.MetadataValue.json(
+                settings.inputs.model_dump(
+                    include={"complete_when", "settle_seconds", "on_duplicate", "on_name_reuse"}
+                )
+            )
+        },
         # any input may come from any materialization of the source, whatever its partitions
         deps=[dg.AssetDep(source.split("/"), partition_mapping=dg.AllPartitionMapping())]
         if source
@@ -185,8 +209,10 @@ def build_assets(
         deps=[inbox],
         kinds={"jsonl"},
         required_resource_keys={data_key},
-        description="The input file validated, normalized and split into content-addressed "
-        "shards within provider limits (<data_root>/staging/<name>/).",
+        description="The input file registered once as an immutable copy "
+        "(<data_root>/inputs/<sha256>/<file>), then validated, normalized and split into "
+        "content-addressed shards within provider limits (<data_root>/staging/<name>/); new "
+        "content under a used name, or known content under a new one, is refused.",
         **common,
     )
     def batch_input(
@@ -194,6 +220,7 @@ def build_assets(
     ) -> dg.MaterializeResult:
         data: DataRootResource = getattr(context.resources, data_key)
         layout, name = data.layout(), context.partition_key
+        record: InputRecord | None = None
         try:
             options = InputOptions(
                 default_provider=config.default_provider or settings.inputs.default_provider,
@@ -209,10 +236,15 @@ def build_assets(
                     for provider, max_bytes in settings.providers.max_bytes_per_batch().items()
                 },
             )
+            resubmit = config.resubmit
+            if resubmit is None:
+                resubmit = settings.inputs.on_duplicate == "resubmit"
+            record = register_input(context, settings, names, layout, name, resubmit=resubmit)
             source = input_source(settings, layout, name)
             plan = plan_to_submit(data.store(), name, source, layout.staging(name), options)
         except BatchPipelineError as exc:
-            raise failure(exc, name, "staging the input", settings) from None
+            told = as_dropped(layout, record, str(exc))  # the inbox file, not its copy
+            raise failure(exc, name, "staging the input", settings, told=told) from None
         except OSError as exc:
             if not is_known_cause(exc, name):
                 raise
@@ -234,6 +266,7 @@ def build_assets(
                 "endpoints": ", ".join(sorted(summary.endpoints)),
                 "estimated_prompt_tokens": summary.estimated_prompt_tokens,
                 "input_sha256": plan.input_sha256,
+                **record_metadata(InputRegistry(layout), record),
             },
         )
 
@@ -392,6 +425,9 @@ def build_assets(
         data: DataRootResource = getattr(context.resources, data_key)
         layout, store, name = data.layout(), data.store(), context.partition_key
         try:
+            # the inbox file must still be what was taken: a producer that went on writing
+            # after the file was taken lost the rest, and that must not pass silently
+            drift = InputRegistry(layout).drift(name)
             with storage_errors_told(f"collecting {name}"):
                 with gateway.client() as client, gateway.azure_blobs(settings.providers) as blobs:
                     report = collect_partition(
@@ -403,11 +439,17 @@ def build_assets(
                         for problem in delete_batch_files(client, store, name):
                             context.log.warning(f"cleanup: {problem}")
                 outcomes = (
-                    build_outcomes(layout, attempt_of(name)[0]) if report.invariant.passed else None
+                    build_outcomes(layout, attempt_of(name)[0])
+                    if report.invariant.passed and drift is None
+                    else None
                 )
         except BatchPipelineError as exc:
             raise failure(exc, name, "writing results", settings) from exc
-        yield from collect_events(names, layout, report, outcomes, settings.alerts.max_error_rate)
+        if drift is not None:
+            context.log.error(drift)
+        yield from collect_events(
+            names, layout, report, outcomes, settings.alerts.max_error_rate, drift=drift
+        )
 
     return PipelineAssets(inbox, batch_input, submitted_batches, collected)
 
@@ -415,7 +457,7 @@ def build_assets(
 def input_source(settings: PipelineSettings, layout: DataLayout, name: str) -> InputSource:
     """A partition's input: its JSONL file, or its table with the template its rows take (its
     own <name>.template.yaml in the inbox, else the instance's template)."""
-    path = layout.input_file(name)
+    path = InputRegistry(layout).source(name)
     if not is_table(path):
         return path
     sidecar = layout.template_file(name)
@@ -461,9 +503,12 @@ def collect_events(
     report: CollectReport,
     outcomes: OutcomesFile | None,
     max_error_rate: float,
+    *,
+    drift: str | None = None,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Materializations of the three tables and the invariant and error-rate checks of one
-    collect (outcomes only when the invariant held)."""
+    collect (outcomes only when the invariant held). `drift`: how the inbox file changed after
+    it was taken, which fails the invariant check with that line."""
     by_stage = ", ".join(f"{k} {v}" for k, v in sorted(report.errors_by_stage.items())) or "none"
     summary = (
         f"**{report.results_rows}** results, **{report.errors_rows}** errors ({by_stage}), "
@@ -516,10 +561,11 @@ def collect_events(
     yield dg.AssetCheckResult(
         check_name=INVARIANT_CHECK,
         asset_key=names.batch_results,
-        passed=inv.passed,
+        passed=inv.passed and drift is None,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=inv.describe(),
+        description=drift or inv.describe(),
         metadata={
+            "input_unchanged": drift is None,
             "input_lines": inv.expected,
             "results_rows": inv.results_rows,
             "errors_rows": inv.errors_rows,

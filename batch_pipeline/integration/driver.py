@@ -31,10 +31,11 @@ from dagster._record import replace
 
 from batch_pipeline.errors import EXIT_CODES, EXIT_FAILED, PipelineError
 from batch_pipeline.inputs.template import load_template
-from batch_pipeline.integration.assets import INVARIANT_CHECK
+from batch_pipeline.integration.assets import INPUT_POLICY_KEY, INVARIANT_CHECK
 from batch_pipeline.integration.names import SUBMISSION_TAG, PipelineNames
 from batch_pipeline.integration.resources import DataRootResource, GatewayResource
 from batch_pipeline.ledger.layout import DataLayout, is_table, partition_name
+from batch_pipeline.ledger.registry import InputRefused, InputRegistry, fingerprint, version_of
 from batch_pipeline.ledger.storage import DataPath, copy_into, is_local
 
 MESSAGE_CHARS = 500
@@ -214,19 +215,49 @@ class PipelineDriver:
         if new:
             self.instance.add_dynamic_partitions(pdef, new)
 
-    def place(self, path: Path, template: Path | None = None) -> str:
+    def place(
+        self, path: Path, template: Path | None = None, *, resubmit: bool | None = None
+    ) -> str:
         """Copy an input (a file, or a table's folder) into the inbox unless it is there, with
-        `template` as the table's own template beside it; returns its partition name."""
+        `template` as the table's own template beside it; returns its partition name. Decided
+        before the inbox is touched, as the registry would at registration: the same content
+        under its registered name is not copied again, new content under a used name is refused
+        (or, with inputs.on_name_reuse: version, becomes the name's next version), content
+        registered under another name is refused unless `resubmit` (default: the instance's
+        inputs.on_duplicate)."""
         if not (path.is_file() or (is_table(path) and path.is_dir())):
             raise PipelineError(f"{path}: no such file")
         name = partition_name(path.name)
+        policy = self.input_policy()
+        if resubmit is None:
+            resubmit = policy.get("on_duplicate") == "resubmit"
+        registry = InputRegistry(self.layout)
+        name = registry.latest(
+            name, set(self.instance.get_dynamic_partitions(self.names.partitions))
+        )
+        try:
+            same = registry.check_new(name, path.name, fingerprint(path), allow_duplicate=resubmit)
+        except InputRefused:
+            record = registry.record(name)
+            if not (
+                policy.get("on_name_reuse") == "version" and record and record.file == path.name
+            ):
+                raise
+            name, same = f"{version_of(name)[0]}.v{record.version + 1}", None
         target = self.layout.inbox / path.name
-        if not is_local(target) or path.resolve() != Path(target).resolve():
+        local = is_local(target) and path.resolve() == Path(target).resolve()
+        if same is None and not local:
             copy_into(path, target)
         if template is not None and is_table(path):
             load_template(template)  # a template that cannot be used stops here, in one line
             copy_into(template, self.layout.template_file(name))
         return name
+
+    def input_policy(self) -> dict[str, Any]:
+        """The instance's input settings, as its inbox asset publishes them."""
+        spec = self.repo.assets_defs_by_key[self.names.inbox].specs_by_key[self.names.inbox]
+        value = spec.metadata.get(INPUT_POLICY_KEY)
+        return dict(getattr(value, "value", value) or {})
 
     # --------------------------------------------------------------------------------- runs
 
@@ -407,7 +438,8 @@ class PipelineDriver:
         summary of every file. `progress` gets a line per step of a file; `watch`, when given,
         gets each status observation's metadata instead of its line (for a progress bar)."""
         started = time.monotonic()
-        names = [self.place(Path(f), template) for f in files]
+        resubmit = (batch_input or {}).get("resubmit")
+        names = [self.place(Path(f), template, resubmit=resubmit) for f in files]
         self.ensure_partitions(names)
         outcomes: dict[str, FileOutcome] = {}
         waiting: list[str] = []

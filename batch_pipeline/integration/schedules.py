@@ -40,7 +40,10 @@ def build_inbox_schedule(
         instance = context.instance
         known = set(instance.get_dynamic_partitions(names.partitions))
         new, _ = data.layout().new_inputs(
-            known, settle_seconds=settings.inputs.settle_seconds, now=time.time()
+            known,
+            settle_seconds=settings.inputs.settle_seconds,
+            now=time.time(),
+            ready=settings.inputs.complete_when,
         )
         if new:
             # Schedules cannot return partition requests; adding through the instance is the same.

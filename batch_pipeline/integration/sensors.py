@@ -16,8 +16,9 @@ from batch_pipeline.integration.names import SUBMISSION_TAG, PipelineNames
 from batch_pipeline.integration.progress import uncollected_submissions
 from batch_pipeline.integration.resources import DataRootResource, GatewayResource
 from batch_pipeline.integration.settings import PipelineSettings
-from batch_pipeline.ledger.layout import DataLayout
+from batch_pipeline.ledger.layout import DataLayout, InboxEntry
 from batch_pipeline.ledger.manifest import Manifest
+from batch_pipeline.ledger.registry import InputRegistry, fingerprint, version_of
 from batch_pipeline.operations.alerts import Finding, retention_risk, stuck_batches
 from batch_pipeline.operations.poll import (
     BatchState,
@@ -36,6 +37,9 @@ TICK_RETRY_SECONDS, TICK_READ_TIMEOUT = 5.0, 10.0
 # Inbox files looked at per tick (one S3 list page): the cursor walks a large inbox in pages,
 # so every file is seen within ceil(files / INBOX_PAGE) ticks, never with a full listing.
 INBOX_PAGE = 1000
+# An inbox file changed this little before the previous pass began is looked at again (mtimes
+# and listing times are not exact).
+CHANGE_MARGIN_SECONDS = 5.0
 MAX_TOLD = 500  # refusals remembered so each is logged once
 PROBLEMS_LOGGED = 20
 SENSOR_STATUS = {True: dg.DefaultSensorStatus.RUNNING, False: dg.DefaultSensorStatus.STOPPED}
@@ -61,41 +65,111 @@ def build_inbox_sensor(
     )
     def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         data: DataRootResource = getattr(context.resources, data_key)
-        layout = data.layout()
+        layout, now = data.layout(), time.time()
         known = set(context.instance.get_dynamic_partitions(names.partitions))
         cursor = json.loads(context.cursor or "{}")
         page = layout.scan_inbox(
             known,
             settle_seconds=settings.inputs.settle_seconds,
-            now=time.time(),
+            now=now,
             after=cursor.get("after"),
             limit=INBOX_PAGE,
+            ready=settings.inputs.complete_when,
         )
+        # A pass walks the whole inbox; files of known names changed since the previous pass
+        # began are looked at again, so new content under a used name is never ignored.
+        since, started = (
+            (cursor.get("since", 0.0), cursor.get("started", now))
+            if cursor.get("after")
+            else (cursor.get("started", 0.0), now)
+        )
+        reused = _reused_names(settings, layout, page.known, known, since)
         told = cursor.get("told", [])
-        for message in page.refused:
+        for message in page.refused + reused.refused:
             if message not in told:
                 context.log.warning(f"inbox: {message}")
                 told.append(message)
-        next_cursor = json.dumps({"after": page.next_after, "told": told[-MAX_TOLD:]})
-        if not page.new:
+        next_cursor = json.dumps(
+            {"after": page.next_after, "told": told[-MAX_TOLD:], "since": since, "started": started}
+        )
+        new = page.new + list(reused.versions)
+        runs = [dg.RunRequest(partition_key=n, run_key=f"submit:{n}") for n in new]
+        runs += [
+            dg.RunRequest(partition_key=key, run_key=f"name-reuse:{key}:{sha256}")
+            for key, sha256 in reused.refusals.items()
+        ]
+        if not runs:
             return dg.SensorResult(skip_reason="no new input files", cursor=next_cursor)
+        files = {**page.files, **reused.versions}
         return dg.SensorResult(
-            dynamic_partitions_requests=[partitions.build_add_request(page.new)],
-            run_requests=[dg.RunRequest(partition_key=n, run_key=f"submit:{n}") for n in page.new],
+            dynamic_partitions_requests=[partitions.build_add_request(new)] if new else [],
+            run_requests=runs,
             asset_events=[
                 dg.AssetMaterialization(
                     names.inbox,
                     partition=n,
                     metadata={
-                        "path": dg.MetadataValue.path(relative(layout, layout.input_file(n)))
+                        "path": dg.MetadataValue.path(relative(layout, layout.inbox / files[n])),
+                        "original_file": files[n],
                     },
                 )
-                for n in page.new
+                for n in new
             ],
             cursor=next_cursor,
         )
 
     return inbox_sensor
+
+
+@dataclass
+class NameReuse:
+    """Known names whose inbox file now holds new content: new versions to take (key -> file
+    name), names whose run refuses it (key -> the new content's sha256), and one-line notes."""
+
+    versions: dict[str, str] = field(default_factory=dict)
+    refusals: dict[str, str] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)
+
+
+def _reused_names(
+    settings: PipelineSettings,
+    layout: DataLayout,
+    entries: list[InboxEntry],
+    known: set[str],
+    since: float,
+) -> NameReuse:
+    """What to do about inbox files of known names changed since `since`: read the latest
+    version's record; a file whose time and name match it is what was taken; otherwise its
+    content is hashed (a sensor reads) and new content becomes the name's next version, or a
+    run of the name that refuses it (a run moves it to inbox/rejected/) and a line logged once."""
+    registry, found = InputRegistry(layout), NameReuse()
+    for entry in entries:
+        if entry.changed < since - CHANGE_MARGIN_SECONDS:
+            continue
+        latest = registry.latest(entry.key, known)
+        record = registry.record(latest)
+        if record is None or (record.file, record.inbox_changed) == (entry.file, entry.changed):
+            continue
+        if record.file != entry.file:
+            found.refused.append(
+                f"{entry.file}: maps to input key {entry.key!r}, which {record.file} already "
+                "holds; rename the file"
+            )
+            continue
+        sha256 = fingerprint(layout.inbox / entry.file).sha256
+        if sha256 == record.sha256:
+            continue  # the same content again: nothing to do
+        if settings.inputs.on_name_reuse == "version":
+            base, _ = version_of(latest)
+            found.versions[f"{base}.v{record.version + 1}"] = entry.file
+            continue
+        found.refused.append(
+            f"{entry.file}: new content under the used name {latest!r} (sha256 {sha256[:12]}); "
+            "refused, the original is kept (a run moves the file to inbox/rejected/ with the "
+            "reason)"
+        )
+        found.refusals[latest] = sha256
+    return found
 
 
 @dataclass

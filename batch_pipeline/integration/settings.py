@@ -82,8 +82,28 @@ class InputSettings(_Section):
     default_provider: str | None = Field(
         default=None, description="Provider of models written without a `provider/` prefix"
     )
+    complete_when: Literal["quiet", "renamed", "marker"] = Field(
+        default="quiet",
+        description="When an inbox file is complete enough to take: `quiet`, once a "
+        "`<file>.done` marker exists or it has been unchanged for `settle_seconds` and ends "
+        "with a whole line; `renamed`, at once (its producer writes under a temporary name, "
+        "`.x`, `x.tmp` or `x.part`, and renames it); `marker`, only once `<file>.done` exists",
+    )
     settle_seconds: float = Field(
-        default=2.0, description="An inbox file must be unchanged this long to be taken"
+        default=10.0,
+        description="The quiet period: with complete_when quiet, an inbox file unchanged this "
+        "long (and ending with a whole line) is taken",
+    )
+    on_duplicate: Literal["refuse", "resubmit"] = Field(
+        default="refuse",
+        description="Content already registered under another file name: refused with a "
+        "pointer to that file's results, or submitted (and paid) again",
+    )
+    on_name_reuse: Literal["refuse", "version"] = Field(
+        default="refuse",
+        description="New content under a file name already taken: refused (the file moves to "
+        "inbox/rejected/ with a reason), or taken as the next version of that name (a new "
+        "partition `<key>.v2`, `.v3`, ...); the original content is kept either way",
     )
 
     @field_validator("default_provider")
@@ -201,8 +221,8 @@ class PipelineSettings(_Section):
     )
     data_root: str | None = Field(
         default=None,
-        description="Folder or s3://bucket/prefix holding inbox/, staging/, batches/, "
-        "results/, errors/, outcomes/; unset: data/<name>",
+        description="Folder or s3://bucket/prefix holding inbox/, inputs/, staging/, "
+        "batches/, results/, errors/, outcomes/; unset: data/<name>",
     )
     group: str | None = Field(default=None, description="Dagster asset group; unset: the name")
     template: RequestTemplate | None = Field(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from batch_pipeline.errors import BatchPipelineError
 from batch_pipeline.ledger.layout import TABLE_SUFFIX, DataLayout, is_table
+from batch_pipeline.ledger.registry import InputRegistry
 from batch_pipeline.ledger.storage import DataPath, atomic_write, read_parquet
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -66,7 +67,7 @@ def write_retry_wave(
             "failed (raise max_retry_attempts to go on)"
         )
     wave = f"{original}.retry-{attempt}"
-    source = layout.input_file(name)
+    source = InputRegistry(layout).source(name)  # the content taken, whatever the inbox holds
     if is_table(source):
         target = layout.inbox / f"{wave}{TABLE_SUFFIX}"
         if not target.exists():

@@ -88,7 +88,7 @@ def test_the_daily_budget_counts_what_dagster_recorded_today(
 ) -> None:
     """Today's spend is the sum of today's submissions' metadata; the second file passes it."""
     write_input(tmp_path, "morning", chat_lines(5))
-    write_input(tmp_path, "noon", chat_lines(5))
+    write_input(tmp_path, "noon", chat_lines(6)[1:])  # as many requests, other content
     drive = driver(instance, emulator.base_url, tmp_path)
     assert submit(drive, "morning") is None
     (record,) = instance.fetch_materializations(drive.names.submitted_batches, limit=1).records
@@ -112,7 +112,7 @@ def test_enqueued_token_cap_holds_shards_until_earlier_batches_finish(
 ) -> None:
     emulator = emulator_factory(requests_per_second=10.0, chunk_size=1)
     write_input(tmp_path, "first", chat_lines(8))
-    write_input(tmp_path, "second", chat_lines(8))
+    write_input(tmp_path, "second", chat_lines(9)[1:])  # as many requests, other content
     drive = driver(
         instance,
         emulator.base_url,

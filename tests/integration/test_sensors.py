@@ -24,13 +24,15 @@ NOWHERE = "http://127.0.0.1:9"  # a gateway the inbox sensor and schedule never 
 def test_inbox_sensor_registers_new_files_once(instance, tmp_path: Path) -> None:
     write_input(tmp_path, "first", chat_lines(1))
     write_input(tmp_path, "second", chat_lines(1))
-    (tmp_path / "inbox" / "bad name.jsonl").write_text("{}\n")
+    (tmp_path / "inbox" / "First .jsonl").write_text("{}\n")  # maps onto first's key
     drive = driver(instance, NOWHERE, tmp_path)
     result = drive.evaluate(drive.names.inbox_sensor)
     assert [r.partition_key for r in result.run_requests] == ["first", "second"]
     assert [r.run_key for r in result.run_requests] == ["submit:first", "submit:second"]
     assert result.dynamic_partitions_requests[0].partition_keys == ["first", "second"]
-    assert "bad name" in json.loads(result.cursor)["told"][0]
+    assert (
+        "First .jsonl: first.jsonl is already input 'first'" in json.loads(result.cursor)["told"][0]
+    )
     # the inbox asset records each file as it arrives: lineage starts there
     arrived = [(e.asset_key, e.partition) for e in result.asset_events]
     assert arrived == [(drive.names.inbox, "first"), (drive.names.inbox, "second")]

@@ -15,7 +15,7 @@ def test_the_counts_are_of_batches_made_not_of_shards(
     """A file cancelled while its shard waited on a queue limit made no batch: its collect says
     so (the summary counts these batch ids), though the shard is accounted for."""
     emulator = emulator_factory(validation_delay=60.0)  # the first file's batch stays in flight
-    write_input(data_root, "first", chat_lines(8))
+    write_input(data_root, "first", chat_lines(7))  # other content: not a copy of "held"
     write_input(data_root, "held", chat_lines(8))
     cap = {"submit": {"max_enqueued_tokens": {"openai/gpt-4o-mini": 500}}}
     drive = driver(instance, emulator.base_url, data_root, cap)

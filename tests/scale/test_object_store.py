@@ -4,6 +4,7 @@ own S3 client and with DuckDB, not through the pipeline's code."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -13,8 +14,10 @@ import pytest
 from dagster_dev_support import DagsterDev, dagster_dev, user_project
 from driver_support import cli_driver
 from pipeline_support import counters
+from upath import UPath
 
 from batch_pipeline.ledger.layout import DataLayout
+from batch_pipeline.ledger.registry import InputRefused
 from batch_pipeline.operations.retry import write_retry_wave
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,6 +59,9 @@ def test_a_run_on_an_s3_data_root_writes_everything_there(
     assert f"{prefix}/batches/support_tickets.json" in objects
     assert f"{prefix}/staging/support_tickets/plan.json" in objects
     assert f"{prefix}/outcomes/original_file=support_tickets/part-0.parquet" in objects
+    sha = hashlib.sha256(SAMPLE.read_bytes()).hexdigest()  # the registered, immutable copy
+    assert f"{prefix}/inputs/{sha}/support_tickets.jsonl" in objects
+    assert f"{prefix}/inputs/registry/support_tickets.json" in objects
     assert not [o for o in objects if o.endswith((".tmp", ".lock"))], "temp files or leases left"
     assert list(cwd.iterdir()) == [], "nothing of the data root was written locally"
 
@@ -75,6 +81,14 @@ def test_a_run_on_an_s3_data_root_writes_everything_there(
     again = drive.run([SAMPLE], progress=lambda _: None)
     assert again.ok
     assert counters(emulator.base_url)["batches_created"] == 1, "a re-run must not pay again"
+
+    # new content under the used name is refused before the bucket's inbox is touched
+    changed = tmp_path / SAMPLE.name
+    changed.write_bytes(SAMPLE.read_bytes() + SAMPLE.read_bytes().splitlines(keepends=True)[0])
+    with pytest.raises(InputRefused, match="new content under the used name 'support_tickets'"):
+        drive.run([changed], progress=lambda _: None)
+    inbox_copy = UPath(s3_bucket.url()) / "inbox" / SAMPLE.name
+    assert inbox_copy.read_bytes() == SAMPLE.read_bytes()
 
     wave = write_retry_wave(
         DataLayout.at(s3_bucket.url()), "support_tickets", include_non_retryable=True
