@@ -29,10 +29,12 @@ from batch_pipeline.operations.poll import (
 )
 from batch_pipeline.operations.queue_limits import QueueGate
 
-# Time a status tick may spend polling; Dagster stops a sensor evaluation at 60 s.
-TICK_BUDGET_SECONDS = 30.0
-# A tick's gateway calls: short retries and timeouts, so a slow gateway cannot hold it past 60 s.
-TICK_RETRY_SECONDS, TICK_READ_TIMEOUT = 5.0, 10.0
+# A status tick ends within this many seconds whatever the gateway's latency (Dagster stops a
+# sensor evaluation at 60 s): its status calls stop at the budget less the time kept for the rest
+# of the tick (judging, run requests, observations); calls still out then are abandoned.
+TICK_BUDGET_SECONDS, TICK_RESERVE_SECONDS = 30.0, 5.0
+# A tick's gateway calls retry briefly; each call's timeouts are cut to the time left.
+TICK_RETRY_SECONDS = 5.0
 # Inbox files looked at per tick (one S3 list page): the cursor walks a large inbox in pages,
 # so every file is seen within ceil(files / INBOX_PAGE) ticks, never with a full listing.
 INBOX_PAGE = 1000
@@ -100,11 +102,13 @@ def build_inbox_sensor(
 
 @dataclass
 class StatusCursor:
-    """What the status sensor carries between ticks: where its round-robin stands, the latest
-    state of each batch of the partitions it watches, the 404s it is waiting out, the progress
-    it last reported per partition, and the alerts now failing."""
+    """What the status sensor carries between ticks: where its round-robin stands, the batches
+    the last tick asked for and got no answer about (asked for first), the latest state of each
+    batch of the partitions it watches, the 404s it is waiting out, the progress it last
+    reported per partition, and the alerts now failing."""
 
     offset: int = 0
+    first: list[str] = field(default_factory=list)
     states: dict[str, BatchState] = field(default_factory=dict)
     missing_since: dict[str, float] = field(default_factory=dict)
     reported: dict[str, str] = field(default_factory=dict)
@@ -115,6 +119,7 @@ class StatusCursor:
         data: dict[str, Any] = json.loads(text or "{}")
         return cls(
             offset=int(data.get("offset", 0)),
+            first=[str(b) for b in data.get("first", [])],
             states={k: BatchState.from_json(v) for k, v in data.get("states", {}).items()},
             missing_since=dict(data.get("missing_since", {})),
             reported=dict(data.get("reported", {})),
@@ -125,6 +130,7 @@ class StatusCursor:
         return json.dumps(
             {
                 "offset": self.offset,
+                "first": self.first,
                 "states": {k: v.to_json() for k, v in self.states.items()},
                 "missing_since": self.missing_since,
                 "reported": self.reported,
@@ -153,6 +159,7 @@ def build_status_sensor(
         "retention checks when a file's verdict changes. It writes nothing.",
     )
     def status_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        deadline = time.monotonic() + TICK_BUDGET_SECONDS - TICK_RESERVE_SECONDS
         data: DataRootResource = getattr(context.resources, data_key)
         gateway: GatewayResource = getattr(context.resources, gateway_key)
         cursor = StatusCursor.parse(context.cursor)
@@ -161,15 +168,14 @@ def build_status_sensor(
         manifests = {n: m for n in sorted(submissions) if (m := store.load(n)) is not None}
         refs = in_flight_batches(manifests.values(), cursor.states)
         try:
-            with gateway.client(
-                max_retry_seconds=TICK_RETRY_SECONDS, read_timeout=TICK_READ_TIMEOUT
-            ) as client:
+            with gateway.client(max_retry_seconds=TICK_RETRY_SECONDS) as client:
                 report = poll_batches(
                     client,
                     refs,
                     max_batches=settings.sensors.max_polls_per_tick,
                     offset=cursor.offset,
-                    deadline_seconds=TICK_BUDGET_SECONDS,
+                    first=cursor.first,
+                    deadline=deadline,
                     missing_since=cursor.missing_since,
                     now=now,
                 )
@@ -199,6 +205,7 @@ def build_status_sensor(
         watched = {r.batch_id for m in current.values() for r in m.shards.values() if r.batch_id}
         next_cursor = StatusCursor(
             offset=report.next_offset,
+            first=report.unanswered,
             states={k: v for k, v in states.items() if k in watched},
             missing_since={k: v for k, v in report.missing_since.items() if k in watched},
             reported={n: p.digest() for n, p in progress.items()},
