@@ -2,8 +2,8 @@
 
 `poll_batches` is what a sensor tick does: retrieve at most `max_batches` in-flight batches,
 starting where the previous tick stopped, concurrently, until a deadline, and return what they
-say; it writes nothing. What a tick learns is overlaid on the manifests in memory (`with_states`) to judge
-readiness and progress. Runs that act on a status (collect, submit weighing queue limits) first
+say; it writes nothing. What a tick learns is overlaid on the manifests in memory
+(`with_states`) to judge readiness and progress. Runs that act on a status (collect, submit weighing queue limits) first
 call `refresh_statuses`, which retrieves and writes it into the manifest under its lock.
 """
 
@@ -175,7 +175,9 @@ class _Sweep:
     `run` returns at the deadline, leaving calls still out to finish (or time out) on their own
     daemon threads. Once a call gets no answer at all, no further call is started."""
 
-    def __init__(self, client: BifrostClient, window: list[BatchRef], deadline: float | None):
+    def __init__(
+        self, client: BifrostClient, window: list[BatchRef], deadline: float | None
+    ) -> None:
         self._client, self._window, self._deadline = client, window, deadline
         self._lock = threading.Lock()
         self._done = threading.Event()
