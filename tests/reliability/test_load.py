@@ -43,7 +43,6 @@ pytestmark = pytest.mark.slow
 
 FILES = 200
 SHARDS_PER_FILE = 5  # one model per shard: five models per file
-TICK_LIMIT_SECONDS = 20.0  # Dagster stops a sensor tick at 60 s
 DOWN_FILES = 100  # x 5 shards = 500 in flight (max_polls_per_tick) when the gateway goes down
 
 
@@ -87,7 +86,7 @@ def test_1000_batches_in_flight_ticks_stay_far_below_the_sensor_limit(
         began = time.monotonic()
         answer = drive.evaluate(drive.names.status_sensor)
         seconds = time.monotonic() - began
-        assert seconds < TICK_LIMIT_SECONDS, f"a status tick took {seconds:.1f}s"
+        assert seconds < TICK_BUDGET_SECONDS, f"a status tick took {seconds:.1f}s"
         return answer, seconds
 
     first, first_seconds = tick()
@@ -186,7 +185,7 @@ def test_a_status_tick_stays_short_while_the_gateway_is_down(
         pytest.fail("a status tick was still running after 60 s with the gateway down")
     seconds = float(done.stdout.split()[0])
     print(f"\nstatus tick with the gateway down: {seconds:.1f}s")
-    assert seconds < TICK_LIMIT_SECONDS
+    assert seconds < TICK_BUDGET_SECONDS
 
 
 SLOW_LOW, SLOW_HIGH = 7.0, 15.0  # seconds each status call takes at the gateway
