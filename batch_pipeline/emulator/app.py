@@ -217,7 +217,7 @@ class EmulatorApp:
             declared = int(request.headers.get("content-length") or 0)
             if 0 < declared <= self.rt.config.max_body_bytes:
                 await request.body()
-            await asyncio.sleep(slow.delay)
+            await asyncio.sleep(faults.delay_of(slow))
         limited = faults.take("rate_limit", request_type)
         if limited is not None:
             counters.fault_fired("rate_limit")

@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "  keys: count=N|always (default 1), routes=batch_retrieve+file_content (default all),\n"
         "  skip=N (let N matching requests through first), retry_after=SECONDS (rate_limit),\n"
         "  status=5xx (server_error), delay=SECONDS (slow, slow_answer, stall_download),\n"
+        "  delay_max=SECONDS (slow: a delay drawn from [delay, delay_max]),\n"
         "  after_bytes=N (reset_download, stall_download), lines=N (malformed_output).\n"
         "  example: --fault rate_limit:count=3,retry_after=1 --fault slow:delay=5,routes=batch_list"
     )

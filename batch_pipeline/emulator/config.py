@@ -47,7 +47,8 @@ class Fault(BaseModel):
     letting the first `skip` matching requests through.
 
     rate_limit: 429 with Retry-After; server_error: a 5xx answer; slow: the request is received
-    whole, then waits `delay` seconds before it is handled, even if the client gave up meanwhile;
+    whole, then waits `delay` seconds (or a time drawn from [delay, delay_max], a gateway whose
+    latency varies) before it is handled, even if the client gave up meanwhile;
     slow_answer: the request is handled (a create makes its batch), then its answer waits `delay`
     seconds, so a client that times out cannot know the outcome;
     reset_download: a file content download is cut after `after_bytes` bytes; stall_download: a
@@ -69,8 +70,17 @@ class Fault(BaseModel):
     retry_after: float = Field(default=1.0, ge=0)
     status: int = Field(default=500, ge=500, le=599)
     delay: float = Field(default=1.0, ge=0)
+    delay_max: float | None = Field(
+        default=None, ge=0, description="slow: wait a time drawn from [delay, delay_max]"
+    )
     after_bytes: int = Field(default=0, ge=0)
     lines: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _delay_range(self) -> Fault:
+        if self.delay_max is not None and self.delay_max < self.delay:
+            raise ValueError("delay_max must be at least delay")
+        return self
 
     def applies_to(self, request_type: str) -> bool:
         """True when this fault targets the given request type."""

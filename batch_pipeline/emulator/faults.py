@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ class FaultBoard:
 
     def __init__(self, faults: tuple[Fault, ...] = ()) -> None:
         self._lock = threading.Lock()
+        self._rng = random.Random(0)  # the delays of a latency range, the same in every run
         self._armed: list[_Armed] = [_Armed(f, f.count, f.skip) for f in faults]
 
     def arm(self, fault: Fault) -> None:
@@ -59,6 +61,13 @@ class FaultBoard:
                         armed.left -= 1
                 return fault
             return None
+
+    def delay_of(self, fault: Fault) -> float:
+        """Seconds this shot of `fault` waits: `delay`, or a draw from [delay, delay_max]."""
+        if fault.delay_max is None:
+            return fault.delay
+        with self._lock:
+            return self._rng.uniform(fault.delay, fault.delay_max)
 
     def describe(self) -> list[dict[str, object]]:
         """The armed faults with their remaining shots (None: unlimited) and skips."""

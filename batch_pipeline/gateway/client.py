@@ -248,14 +248,18 @@ class BifrostClient:
             body=body,
         )
 
-    def retrieve_batch(self, batch_id: str, *, provider: str) -> BatchRetrieveResponse:
-        """The current state of one batch."""
+    def retrieve_batch(
+        self, batch_id: str, *, provider: str, deadline: float | None = None
+    ) -> BatchRetrieveResponse:
+        """The current state of one batch; with a `deadline` (time.monotonic()), the call and
+        its retries end by then (a GatewayTimeoutError), whatever the gateway's latency."""
         return self._session.json(
             "GET",
             f"/v1/batches/{encode_id(batch_id)}",
             BatchRetrieveResponse,
             request_type="batch_retrieve",
             provider=provider,
+            deadline=deadline,
         )
 
     def retrieve_batches(

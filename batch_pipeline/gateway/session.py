@@ -3,7 +3,8 @@
 Every call names its provider both as `?provider=` and as the `x-model-provider` header (older
 gateway builds read only the header) and has explicit timeouts. A retryable call re-sends on a
 connection failure or 429/500/502/503/504 with jittered backoff, honouring Retry-After, within a
-total time budget (the caller decides what is retryable). Keys live in SecretStr and are added
+total time budget (the caller decides what is retryable). A call may carry a deadline (a monotonic
+clock time): each attempt's timeouts are cut to the time left and no retry starts past it. Keys live in SecretStr and are added
 per request; our own keys are scrubbed from any foreign text, so they reach no repr, log or error.
 """
 
@@ -77,9 +78,10 @@ class GatewaySession:
         self.retry = RetryPolicy(max_total_seconds=max_retry_seconds)
         self.sleep: Callable[[float], None] = time.sleep
         self.clock: Callable[[], float] = time.monotonic
+        self.timeouts = timeouts.as_httpx()
         self._http = httpx.Client(
             base_url=url,
-            timeout=timeouts.as_httpx(),
+            timeout=self.timeouts,
             # Loading the CA store costs ~40 ms a client; a plain-http gateway never needs it.
             verify=ssl_verification(verify) if url.scheme == "https" else False,
             transport=transport,
@@ -136,6 +138,7 @@ class GatewaySession:
         params: dict[str, Any] | None = None,
         retryable: bool = True,
         body: Body | None = None,
+        deadline: float | None = None,
     ) -> ModelT:
         """One call whose 2xx answer is a JSON object parsed into `model`."""
 
@@ -158,6 +161,7 @@ class GatewaySession:
             retryable=retryable,
             body=body,
             handle=parse,
+            deadline=deadline,
         )
 
     def call(
@@ -172,14 +176,17 @@ class GatewaySession:
         retryable: bool = True,
         body: Body | None = None,
         accept: str = "application/json",
+        deadline: float | None = None,
     ) -> ResultT:
         """Send (and, when `retryable`, re-send) one call; `handle` reads a 2xx answer's body.
-        A transport error while `handle` streams the body is retried like any other."""
+        A transport error while `handle` streams the body is retried like any other. With a
+        `deadline` (on `clock`), no attempt waits past it and none starts after it."""
         started = self.clock()
         attempt = 0
         while True:
             attempt += 1
             try:
+                timeout = self._timeout_until(deadline, method, path)
                 return self._attempt(
                     method,
                     path,
@@ -190,6 +197,7 @@ class GatewaySession:
                     accept=accept,
                     attempt=attempt,
                     handle=handle,
+                    timeout=timeout,
                 )
             except (GatewayTransportError, GatewayStatusError) as error:
                 delay = (
@@ -197,6 +205,8 @@ class GatewaySession:
                     if retryable
                     else None
                 )
+                if delay is not None and deadline is not None and self.clock() + delay >= deadline:
+                    delay = None
                 if delay is None:
                     error.attempts = attempt
                     raise
@@ -217,8 +227,11 @@ class GatewaySession:
         accept: str,
         attempt: int,
         handle: Callable[[httpx.Response], ResultT],
+        timeout: httpx.Timeout | None,
     ) -> ResultT:
         parts = body() if body is not None else {}
+        if timeout is not None:
+            parts["timeout"] = timeout
         headers = {**self._auth_headers(), "accept": accept, **parts.pop("headers", {})}
         if provider:
             headers["x-model-provider"] = provider
@@ -264,6 +277,28 @@ class GatewaySession:
                 attempt,
                 time.monotonic() - started,
             )
+
+    def _timeout_until(
+        self, deadline: float | None, method: str, path: str
+    ) -> httpx.Timeout | None:
+        """The client's timeouts cut to the time left before `deadline` (None: unchanged);
+        raises a not-sent GatewayTimeoutError when no time is left."""
+        if deadline is None:
+            return None
+        left = deadline - self.clock()
+        if left <= 0:
+            raise GatewayTimeoutError(method, path, "deadline passed", request_sent=False)
+        limits = self.timeouts
+
+        def cut(value: float | None) -> float:
+            return left if value is None else min(value, left)
+
+        return httpx.Timeout(
+            connect=cut(limits.connect),
+            read=cut(limits.read),
+            write=cut(limits.write),
+            pool=cut(limits.pool),
+        )
 
     def _auth_headers(self) -> dict[str, str]:
         headers = {}

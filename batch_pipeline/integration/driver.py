@@ -33,6 +33,7 @@ from batch_pipeline.errors import EXIT_CODES, EXIT_FAILED, PipelineError
 from batch_pipeline.inputs.template import load_template
 from batch_pipeline.integration.assets import INPUT_POLICY_KEY, INVARIANT_CHECK
 from batch_pipeline.integration.names import SUBMISSION_TAG, PipelineNames
+from batch_pipeline.integration.readback import read_back_command
 from batch_pipeline.integration.resources import DataRootResource, GatewayResource
 from batch_pipeline.ledger.layout import DataLayout, is_table, partition_name
 from batch_pipeline.ledger.registry import InputRefused, InputRegistry, fingerprint, version_of
@@ -144,9 +145,7 @@ class RunSummary:
             f"done in {self.seconds:.1f}s ({self.waited:.0f}s of it waiting between status "
             f"polls); every input line accounted for: {'yes' if self.ok else 'NO'}",
             f"results: {root / 'results'}   errors: {root / 'errors'}",
-            'read them: python -c "import duckdb; print(duckdb.sql(\\"select input_file, count(*) '
-            f"from read_parquet('{root}/results/*/*.parquet', hive_partitioning=true, union_by_name=true) "
-            'group by all\\"))"',
+            f"read them: {read_back_command(root)}",
         ]
         if self.log_file is not None:
             lines.append(f"Dagster's event log of these runs: {self.log_file}")

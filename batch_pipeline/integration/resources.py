@@ -64,18 +64,16 @@ class GatewayResource(dg.ConfigurableResource):
         return self.base_url or _env(self.base_url_env) or DEFAULT_GATEWAY_URL
 
     @contextmanager
-    def client(
-        self, *, max_retry_seconds: float | None = None, read_timeout: float | None = None
-    ) -> Iterator[BifrostClient]:
+    def client(self, *, max_retry_seconds: float | None = None) -> Iterator[BifrostClient]:
         """An open client for the block; a caller with a deadline (a sensor tick) may tighten
-        the retry budget and the read timeout."""
+        the retry budget (and cuts each call's timeouts to its deadline)."""
         with BifrostClient(
             self.url,
             api_key=_env(self.api_key_env),
             virtual_key=_env(self.virtual_key_env),
             timeouts=Timeouts(
                 connect=self.connect_timeout_seconds,
-                read=read_timeout or self.read_timeout_seconds,
+                read=self.read_timeout_seconds,
             ),
             max_retry_seconds=max_retry_seconds or self.max_retry_seconds,
             verify=self.ca_bundle or True,

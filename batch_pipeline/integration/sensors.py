@@ -30,10 +30,15 @@ from batch_pipeline.operations.poll import (
 )
 from batch_pipeline.operations.queue_limits import QueueGate
 
-# Time a status tick may spend polling; Dagster stops a sensor evaluation at 60 s.
-TICK_BUDGET_SECONDS = 30.0
-# A tick's gateway calls: short retries and timeouts, so a slow gateway cannot hold it past 60 s.
-TICK_RETRY_SECONDS, TICK_READ_TIMEOUT = 5.0, 10.0
+# A status tick ends within this many seconds whatever the gateway's latency (Dagster stops a
+# sensor evaluation at 60 s): its status calls stop at the budget less the time kept for the rest
+# of the tick (judging, and the daemon storing what the tick returns); calls still out then are
+# abandoned. Each tick reports at most OBSERVATIONS_PER_TICK files' progress (round-robin, the
+# rest next tick): the daemon stores each as an event, which takes time the reserve must cover.
+TICK_BUDGET_SECONDS, TICK_RESERVE_SECONDS = 30.0, 10.0
+OBSERVATIONS_PER_TICK = 50
+# A tick's gateway calls retry briefly; each call's timeouts are cut to the time left.
+TICK_RETRY_SECONDS = 5.0
 # Inbox files looked at per tick (one S3 list page): the cursor walks a large inbox in pages,
 # so every file is seen within ceil(files / INBOX_PAGE) ticks, never with a full listing.
 INBOX_PAGE = 1000
@@ -174,14 +179,18 @@ def _reused_names(
 
 @dataclass
 class StatusCursor:
-    """What the status sensor carries between ticks: where its round-robin stands, the latest
-    state of each batch of the partitions it watches, the 404s it is waiting out, the progress
-    it last reported per partition, and the alerts now failing."""
+    """What the status sensor carries between ticks: where its round-robin stands, the batches
+    the last tick asked for and got no answer about (asked for first), the latest state of each
+    batch of the partitions it watches, the 404s it is waiting out, the progress it last
+    reported per partition (and the last file reported, where the next report starts), and the
+    alerts now failing."""
 
     offset: int = 0
+    first: list[str] = field(default_factory=list)
     states: dict[str, BatchState] = field(default_factory=dict)
     missing_since: dict[str, float] = field(default_factory=dict)
     reported: dict[str, str] = field(default_factory=dict)
+    reported_last: str = ""
     failing: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
@@ -189,9 +198,11 @@ class StatusCursor:
         data: dict[str, Any] = json.loads(text or "{}")
         return cls(
             offset=int(data.get("offset", 0)),
+            first=[str(b) for b in data.get("first", [])],
             states={k: BatchState.from_json(v) for k, v in data.get("states", {}).items()},
             missing_since=dict(data.get("missing_since", {})),
             reported=dict(data.get("reported", {})),
+            reported_last=str(data.get("reported_last", "")),
             failing=dict(data.get("failing", {})),
         )
 
@@ -199,9 +210,11 @@ class StatusCursor:
         return json.dumps(
             {
                 "offset": self.offset,
+                "first": self.first,
                 "states": {k: v.to_json() for k, v in self.states.items()},
                 "missing_since": self.missing_since,
                 "reported": self.reported,
+                "reported_last": self.reported_last,
                 "failing": self.failing,
             },
             separators=(",", ":"),
@@ -227,6 +240,7 @@ def build_status_sensor(
         "retention checks when a file's verdict changes. It writes nothing.",
     )
     def status_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        deadline = time.monotonic() + TICK_BUDGET_SECONDS - TICK_RESERVE_SECONDS
         data: DataRootResource = getattr(context.resources, data_key)
         gateway: GatewayResource = getattr(context.resources, gateway_key)
         cursor = StatusCursor.parse(context.cursor)
@@ -235,15 +249,14 @@ def build_status_sensor(
         manifests = {n: m for n in sorted(submissions) if (m := store.load(n)) is not None}
         refs = in_flight_batches(manifests.values(), cursor.states)
         try:
-            with gateway.client(
-                max_retry_seconds=TICK_RETRY_SECONDS, read_timeout=TICK_READ_TIMEOUT
-            ) as client:
+            with gateway.client(max_retry_seconds=TICK_RETRY_SECONDS) as client:
                 report = poll_batches(
                     client,
                     refs,
                     max_batches=settings.sensors.max_polls_per_tick,
                     offset=cursor.offset,
-                    deadline_seconds=TICK_BUDGET_SECONDS,
+                    first=cursor.first,
+                    deadline=deadline,
                     missing_since=cursor.missing_since,
                     now=now,
                 )
@@ -255,11 +268,8 @@ def build_status_sensor(
         states = {**cursor.states, **report.states}
         current = {n: with_states(m, states) for n, m in manifests.items()}
         progress = {n: file_progress(m) for n, m in current.items()}
-        observations = [
-            _progress_observation(names, layout, p)
-            for n, p in progress.items()
-            if cursor.reported.get(n) != p.digest()
-        ]
+        shown = _to_report(progress, cursor.reported, cursor.reported_last)
+        observations = [_progress_observation(names, layout, progress[n]) for n in shown]
         run_requests = _collect_requests(
             context,
             names,
@@ -273,9 +283,15 @@ def build_status_sensor(
         watched = {r.batch_id for m in current.values() for r in m.shards.values() if r.batch_id}
         next_cursor = StatusCursor(
             offset=report.next_offset,
+            first=report.unanswered,
             states={k: v for k, v in states.items() if k in watched},
             missing_since={k: v for k, v in report.missing_since.items() if k in watched},
-            reported={n: p.digest() for n, p in progress.items()},
+            reported={
+                n: p.digest() if n in shown else cursor.reported[n]
+                for n, p in progress.items()
+                if n in shown or n in cursor.reported
+            },
+            reported_last=shown[-1] if shown else cursor.reported_last,
             failing=failing,
         )
         return dg.SensorResult(
@@ -288,6 +304,14 @@ def build_status_sensor(
         )
 
     return status_sensor
+
+
+def _to_report(progress: dict[str, FileProgress], reported: dict[str, str], last: str) -> list[str]:
+    """The files whose progress changed since last reported, at most OBSERVATIONS_PER_TICK of
+    them, in name order from the one after `last` (wrapping), so every file gets its turn."""
+    changed = sorted(n for n, p in progress.items() if reported.get(n) != p.digest())
+    after = [n for n in changed if n > last]
+    return (after + [n for n in changed if n <= last])[:OBSERVATIONS_PER_TICK]
 
 
 def _progress_observation(

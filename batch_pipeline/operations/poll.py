@@ -1,14 +1,15 @@
 """Batch status: polled read-only by the status sensor, recorded by runs.
 
 `poll_batches` is what a sensor tick does: retrieve at most `max_batches` in-flight batches,
-starting where the previous tick stopped, concurrently, and return what they say; it writes
-nothing. What a tick learns is overlaid on the manifests in memory (`with_states`) to judge
-readiness and progress. Runs that act on a status (collect, submit weighing queue limits) first
+starting where the previous tick stopped, concurrently, until a deadline, and return what they
+say; it writes nothing. What a tick learns is overlaid on the manifests in memory
+(`with_states`) to judge readiness and progress. Runs that act on a status (collect, submit weighing queue limits) first
 call `refresh_statuses`, which retrieves and writes it into the manifest under its lock.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -19,6 +20,7 @@ from batch_pipeline.gateway import (
     BatchView,
     BifrostClient,
     GatewayError,
+    GatewayTransportError,
     NotFoundError,
     normalize_status,
 )
@@ -27,8 +29,8 @@ from batch_pipeline.ledger.manifest import Manifest, ManifestStore, ShardRecord
 # Some providers answer 404 for a short while right after create (an Anthropic quirk).
 NOT_FOUND_GRACE_SECONDS = 300.0
 GONE_STATUS = "not_found"
-# Batches asked for at once; between chunks the sweep checks its deadline.
-POLL_CHUNK = 64
+# Status calls out at once in a sweep (the client's connection pool holds 64).
+POLL_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,13 @@ class BatchState:
 
 @dataclass
 class PollReport:
-    """One sweep: the states it learned and the 404s it is still waiting out."""
+    """One sweep: the states it learned, the 404s it is still waiting out, and the batches it
+    asked for but got no answer about (to be asked for first next time)."""
 
     in_flight: int = 0
     polled: int = 0
     next_offset: int = 0
+    unanswered: list[str] = field(default_factory=list)
     states: dict[str, BatchState] = field(default_factory=dict)  # by batch id
     missing_since: dict[str, float] = field(default_factory=dict)  # batch id -> first 404
     problems: list[str] = field(default_factory=list)
@@ -113,41 +117,130 @@ def poll_batches(
     *,
     max_batches: int = 500,
     offset: int = 0,
-    deadline_seconds: float | None = None,
+    first: Iterable[str] = (),
+    deadline: float | None = None,
     missing_since: Mapping[str, float] | None = None,
     now: float | None = None,
+    workers: int = POLL_WORKERS,
 ) -> PollReport:
-    """Retrieve up to `max_batches` of `refs` from `offset` on (round-robin); writes nothing.
+    """Retrieve up to `max_batches` of `refs`: the batch ids in `first` (left without an answer
+    by the previous sweep), then round-robin from `offset`; writes nothing.
 
-    Batches are asked for in chunks; none is started past `deadline_seconds`, so a slow gateway
-    shortens the sweep (the next one starts where this one stopped) instead of stretching it.
-    `missing_since` carries the first 404 of each batch between sweeps (see `judge_answers`).
+    With a `deadline` (time.monotonic()) the sweep returns by then whatever the gateway's
+    latency: each call's timeouts are cut to the time left, no call starts after it, and calls
+    still out are abandoned (their ids come back in `unanswered`, to go `first` next time).
+    `next_offset` is past every batch asked for. `missing_since` carries the first 404 of each
+    batch between sweeps (see `judge_answers`).
     """
-    started = time.monotonic()
     report = PollReport(in_flight=len(refs))
     if not refs:
         return report
     start = offset % len(refs)
-    window = (refs[start:] + refs[:start])[:max_batches]
-    answers: dict[str, object] = {}
-    for begin in range(0, len(window), POLL_CHUNK):
-        if deadline_seconds is not None and time.monotonic() - started > deadline_seconds:
-            break
-        chunk = window[begin : begin + POLL_CHUNK]
-        got = client.retrieve_batches([(r.batch_id, r.provider) for r in chunk])
-        answers.update(got)
-        report.polled += len(chunk)
-        if all(isinstance(a, GatewayError) and a.retryable for a in got.values()):
-            # the gateway is down or overloaded: asking for more now only waits longer
-            report.problems.append(f"gateway unavailable; sweep stopped after {report.polled}")
-            break
-    report.next_offset = (start + report.polled) % len(refs)
-    polled = window[: report.polled]
+    ahead = set(first)
+    carried = [r for r in refs if r.batch_id in ahead]
+    order = [(i % len(refs), refs[i % len(refs)]) for i in range(start, start + len(refs))]
+    rotation = [(i, r) for i, r in order if r.batch_id not in ahead]
+    window = (carried + [r for _, r in rotation])[:max_batches]
+    sweep = _Sweep(client, window, deadline)
+    taken, answers, failures = sweep.run(workers)
+    rotated = taken - len(carried)
+    report.next_offset = (rotation[rotated - 1][0] + 1) % len(refs) if rotated > 0 else start
+    asked = window[:taken]
+    answered = [
+        r
+        for r in asked
+        if r.batch_id in answers and not isinstance(answers[r.batch_id], GatewayTransportError)
+    ]
+    report.polled = len(answered)
+    got = {r.batch_id for r in answered}
+    report.unanswered = [r.batch_id for r in asked if r.batch_id not in got]
     report.states, report.missing_since, problems = judge_answers(
-        polled, answers, dict(missing_since or {}), now or time.time()
+        answered, answers, dict(missing_since or {}), now or time.time()
     )
-    report.problems += problems
+    if sweep.unreachable is not None:
+        report.problems.append(
+            f"gateway unavailable ({sweep.unreachable}); sweep stopped after {taken} call(s)"
+        )
+    elif report.unanswered:
+        report.problems.append(
+            f"{len(report.unanswered)} status call(s) without an answer by the tick's deadline "
+            "were abandoned; they are asked for first next tick"
+        )
+    report.problems += failures + problems
     return report
+
+
+class _Sweep:
+    """Status calls over a fixed window on worker threads that take the next batch in order;
+    `run` returns at the deadline, leaving calls still out to finish (or time out) on their own
+    daemon threads. Once a call gets no answer at all, no further call is started."""
+
+    def __init__(
+        self, client: BifrostClient, window: list[BatchRef], deadline: float | None
+    ) -> None:
+        self._client, self._window, self._deadline = client, window, deadline
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._next = 0
+        self._running = 0
+        self._stopped = False
+        self._answers: dict[str, object] = {}
+        self._failures: list[str] = []
+        self.unreachable: str | None = None
+
+    def run(self, workers: int) -> tuple[int, dict[str, object], list[str]]:
+        """How many batches were asked for, the answers in by the deadline, and unexpected
+        failures worth a line."""
+        count = max(1, min(workers, len(self._window)))
+        self._running = count
+        for _ in range(count):
+            threading.Thread(target=self._work, name="status-poll", daemon=True).start()
+        left = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+        self._done.wait(left)
+        with self._lock:
+            self._stopped = True  # a worker still out starts nothing more
+            return self._next, dict(self._answers), list(self._failures)
+
+    def _late(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    def _take(self) -> BatchRef | None:
+        with self._lock:
+            if self._stopped or self._late() or self._next >= len(self._window):
+                return None
+            self._next += 1
+            return self._window[self._next - 1]
+
+    def _work(self) -> None:
+        try:
+            while (ref := self._take()) is not None:
+                answer: object
+                try:
+                    answer = self._client.retrieve_batch(
+                        ref.batch_id, provider=ref.provider, deadline=self._deadline
+                    )
+                except GatewayTransportError as error:
+                    answer = error
+                    if not self._late():  # no answer in time: more calls now only wait longer
+                        with self._lock:
+                            self._stopped = True
+                            self.unreachable = self.unreachable or type(error).__name__
+                except GatewayError as error:
+                    answer = error
+                except Exception as error:  # e.g. a client closed under an abandoned call
+                    # reported, never raised on a thread nobody joins
+                    with self._lock:
+                        self._failures.append(
+                            f"batch {ref.batch_id}: status call failed: {type(error).__name__}"
+                        )
+                    continue
+                with self._lock:
+                    self._answers[ref.batch_id] = answer
+        finally:
+            with self._lock:
+                self._running -= 1
+                if self._running == 0:
+                    self._done.set()
 
 
 def judge_answers(

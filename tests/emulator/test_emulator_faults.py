@@ -63,6 +63,20 @@ def test_slow_response_hits_client_read_timeout(http: httpx.Client) -> None:
     assert http.get("/v1/batches", params=OPENAI, timeout=1).status_code == 200
 
 
+def test_slow_with_a_latency_range_waits_a_drawn_time_within_it(http: httpx.Client) -> None:
+    _arm(http, kind="slow", delay=0.2, delay_max=0.6, count=None, routes=["batch_list"])
+    took = []
+    for _ in range(6):
+        started = time.monotonic()
+        assert http.get("/v1/batches", params=OPENAI, timeout=5).status_code == 200
+        took.append(time.monotonic() - started)
+    assert min(took) >= 0.2 and max(took) < 0.6 + 0.3  # + this machine's own latency
+    assert max(took) - min(took) > 0.05  # drawn, not fixed
+    assert http.get("/v1/files", params=OPENAI, timeout=0.15).status_code == 200  # other routes
+    refused = http.post("/_emulator/faults", json={"kind": "slow", "delay": 2, "delay_max": 1})
+    assert refused.status_code == 400
+
+
 def test_connection_reset_mid_download(http: httpx.Client) -> None:
     batch = wait_terminal(
         http, create_openai_batch(http, [chat_line(f"r{i}", "x") for i in range(5)])["id"]

@@ -376,6 +376,23 @@ def test_slow_answer_is_retried_for_reads(emulator: EmbeddedEmulator, shard: Pat
         assert client.retrieve_file(uploaded.id, provider="openai").id == uploaded.id
 
 
+def test_a_call_with_a_deadline_ends_by_it_whatever_the_timeouts(
+    emulator: EmbeddedEmulator,
+) -> None:
+    """A 60 s read timeout and a 30 s retry budget, but 0.5 s left: the call ends by then."""
+    with BifrostClient(emulator.base_url, max_retry_seconds=30) as client:
+        arm(emulator, kind="slow", count=None, delay=3.0, routes=["batch_retrieve"])
+        started = time.monotonic()
+        with pytest.raises(GatewayTimeoutError, match="read timeout"):
+            client.retrieve_batch("batch_x", provider="openai", deadline=started + 0.5)
+        assert 0.5 <= time.monotonic() - started < 1.5
+        assert route_count(emulator, "batch_retrieve") == 1  # no retry past the deadline
+        with pytest.raises(GatewayTimeoutError, match="deadline passed") as info:
+            client.retrieve_batch("batch_x", provider="openai", deadline=time.monotonic())
+        assert info.value.request_sent is False
+        assert route_count(emulator, "batch_retrieve") == 1
+
+
 def test_slow_create_is_an_unknown_outcome_not_a_retry(
     emulator: EmbeddedEmulator, shard: Path
 ) -> None:

@@ -93,8 +93,14 @@ def test_daemon_runs_inbox_files_to_parquet(dev: DagsterDev, emulator, tmp_path:
             r.asset_observation.metadata["batches_finished"].value for r in observed.records
         ]
         assert 1 in finished
-        outcomes = instance.get_materialized_partitions(dg.AssetKey(["e2e", "batch_outcomes"]))
-        assert outcomes == {"support_tickets", "claude_extraction"}
+
+    def outcomes() -> set[str]:
+        """Recorded after the Parquet lands, by the same step: waited for, not raced."""
+        with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+            return instance.get_materialized_partitions(dg.AssetKey(["e2e", "batch_outcomes"]))
+
+    dev.wait(lambda: len(outcomes()) == 2, 60, "both files' outcomes")
+    assert outcomes() == {"support_tickets", "claude_extraction"}
 
     # the user's downstream asset got each file's rows as a DataFrame, through the daemon
     def labelled() -> dict[str, dict[str, object]]:

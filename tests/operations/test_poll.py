@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from pipeline_support import chat_lines
 
@@ -83,10 +84,57 @@ def test_every_batch_of_a_provider_404_is_a_setup_fault(client, tmp_path: Path) 
         missing = report.missing_since
 
 
-def test_a_sweep_stops_at_its_deadline(client, tmp_path: Path) -> None:
+def test_a_sweep_past_its_deadline_asks_for_nothing(client, tmp_path: Path) -> None:
     store = _store(tmp_path, [f"batch_{i}" for i in range(3)])
-    report = poll_batches(client, _refs(store), deadline_seconds=0.0, offset=1)
+    report = poll_batches(client, _refs(store), deadline=time.monotonic(), offset=1)
     assert (report.in_flight, report.polled, report.next_offset) == (3, 0, 1)
+
+
+def _arm_latency(emulator, low: float, high: float) -> None:
+    fault = {"kind": "slow", "delay": low, "delay_max": high, "count": None}
+    httpx.post(
+        f"{emulator.base_url}/_emulator/faults", json={**fault, "routes": ["batch_retrieve"]}
+    ).raise_for_status()
+
+
+def test_a_slow_sweep_ends_at_its_deadline_and_the_next_asks_the_abandoned_first(
+    emulator, client, tmp_path: Path
+) -> None:
+    """Calls of 0.5-0.8 s on 2 workers, 2 s each sweep: the sweep returns at its deadline with
+    the calls still out abandoned; the next sweep asks for those first, then goes on from where
+    the first stopped. Each sweep answers at least 2 x floor(2 / 0.8) = 4 batches, so 3 sweeps
+    cover all 12 (docs/guarantees.md: ceil(N / (workers x floor(time / latency))))."""
+    shard = tmp_path / "shard.jsonl"
+    line = chat_lines(1)[0]
+    line["body"]["model"] = "gpt-4o-mini"
+    shard.write_text(json.dumps(line) + "\n")
+    file_id = client.upload_file(shard, provider="openai").id
+    ids = [
+        client.create_batch(
+            model="openai/gpt-4o-mini", endpoint="/v1/chat/completions", input_file_id=file_id
+        ).id
+        for _ in range(12)
+    ]
+    store = _store(tmp_path / "batches", ids)
+    refs = _refs(store)
+    _arm_latency(emulator, 0.5, 0.8)
+    seen: list[str] = []
+    first: list[str] = []
+    offset = 0
+    for _ in range(3):
+        started = time.monotonic()
+        report = poll_batches(
+            client, refs, offset=offset, first=first, deadline=started + 2.0, workers=2
+        )
+        assert time.monotonic() - started < 2.0 + 0.3  # abandoned calls are not awaited
+        assert 4 <= report.polled <= 8 and len(report.unanswered) <= 2  # one per worker
+        if first:  # the abandoned ones were asked for first, and answered
+            assert set(first) <= set(report.states)
+        seen += [b for b in report.states if b not in seen]
+        first, offset = report.unanswered, report.next_offset
+        if report.unanswered:
+            assert "abandoned" in report.problems[0]
+    assert sorted(seen) == sorted(ids)
 
 
 def test_batches_known_to_have_ended_are_not_polled_again(tmp_path: Path) -> None:

@@ -245,7 +245,8 @@ def test_instance_yaml_takes_every_postgres_setting_from_the_environment(instanc
 
 def test_instance_yaml_limits_the_gateway_pool_and_recovers_runs(instance) -> None:
     assert POOL == "bifrost_gateway"
-    assert instance["concurrency"]["pools"]["granularity"] in ("run", "op")
+    # only the step that calls the gateway holds a slot: validation never waits for the pool
+    assert instance["concurrency"]["pools"]["granularity"] == "op"
     assert instance["concurrency"]["pools"]["default_limit"] >= 1
     assert instance["run_monitoring"]["enabled"] is True
     assert instance["run_retries"]["enabled"] is True
@@ -273,8 +274,12 @@ def test_helm_env_names_are_read_by_the_code_and_keys_come_from_secrets(values) 
     # run pods share no disk: the data root is a bucket, and no volume stands in for it
     assert env["BATCH_PIPELINE_DATA_ROOT"].startswith("s3://")
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
-    for where in (deployment, launcher):
-        assert not where.get("volumes") and not where.get("volumeMounts")
+    assert not launcher.get("volumes") and not launcher.get("volumeMounts")
+    # the one volume is the chart's instance ConfigMap, read by the pool's init container only
+    assert deployment["volumes"] == [
+        {"name": "dagster-instance", "configMap": {"name": "dagster-instance"}}
+    ]
+    assert not deployment.get("volumeMounts")
     assert "BIFROST_BASE_URL" in env
     assert not [n for n in env if "API_KEY" in n or n.startswith("AWS_")], "keys come from Secrets"
     secrets = [s["name"] for s in deployment["envSecrets"]]
@@ -289,7 +294,8 @@ def test_helm_values_hold_no_credentials(values) -> None:
     def walk(node: Any, path: str) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
-                if re.search(r"password|api_?key|secret_?key|token", key, re.I):
+                reference = key == "secretKeyRef"  # names a Secret, holds no value
+                if re.search(r"password|api_?key|secret_?key|token", key, re.I) and not reference:
                     assert not value, f"{path}{key} holds a credential; use a Secret"
                 walk(value, f"{path}{key}.")
         elif isinstance(node, list):
@@ -323,7 +329,43 @@ def test_helm_and_instance_yaml_agree_on_the_run_queue(values, instance) -> None
     runs = queued.pop("max_concurrent_runs")
     assert runs == instance["concurrency"]["runs"]["max_concurrent_runs"]
     assert queued == instance["run_coordinator"]["config"]
-    assert values["computeLogManager"]["type"] == instance["compute_logs"]["class"]
+
+
+def test_helm_keeps_compute_logs_in_the_bucket_with_what_the_image_installs(values) -> None:
+    """A run pod's disk dies with it: step logs go to the data root's bucket, via dagster-aws,
+    which the image installs (extra `k8s`); the webserver gets the same S3 credentials."""
+    logs = values["computeLogManager"]
+    assert logs["type"] == "S3ComputeLogManager"
+    config = logs["config"]["s3ComputeLogManager"]
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    data_bucket = deployment["env"]["BATCH_PIPELINE_DATA_ROOT"].removeprefix("s3://").split("/")[0]
+    assert config["bucket"] == data_bucket and config["prefix"]
+    assert not {"endpointUrl", "accessKeyId", "secretAccessKey"} & set(config)  # the SDK's chain
+    assert values["dagsterWebserver"]["envSecrets"] == [{"name": "batch-pipeline-s3"}]
+    extras = PYPROJECT["project"]["optional-dependencies"]["k8s"]
+    assert any(dep.startswith("dagster-aws") for dep in extras)
+
+
+def test_helm_sets_the_gateway_pool_limit_before_the_code_server_starts(values) -> None:
+    """Dagster creates a pool's row lazily: the user deployment's init container writes the
+    limit with the same command deploy/README.md documents, from the same image, on the same
+    instance ConfigMap and Postgres password as the chart's own pods."""
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    (init,) = deployment["initContainers"]
+    limit = values["concurrency"]["pools"]["defaultLimit"]
+    assert init["command"] == ["dagster", "instance", "concurrency", "set", POOL, str(limit)]
+    image = deployment["image"]
+    assert init["image"] == f"{image['repository']}:{image['tag']}"
+    env = {e["name"]: e for e in init["env"]}
+    assert env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": values["global"]["postgresqlSecretName"],
+        "key": "postgresql-password",
+    }
+    (mount,) = init["volumeMounts"]
+    assert mount["mountPath"] == f"{env['DAGSTER_HOME']['value']}/dagster.yaml"
+    assert mount["name"] == deployment["volumes"][0]["name"]
+    readme = (DEPLOY / "README.md").read_text()
+    assert " ".join(init["command"]) in readme
 
 
 def test_deploy_readme_names_the_pool_the_assets_use() -> None:

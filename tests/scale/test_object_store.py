@@ -5,7 +5,11 @@ own S3 client and with DuckDB, not through the pipeline's code."""
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -77,6 +81,20 @@ def test_a_run_on_an_s3_data_root_writes_everything_there(
             from read_parquet([{tables}])"""
     ).fetchall()
     assert lines == [(40, 40, 1, 40)]  # every input line in exactly one of the two tables
+
+    # the read-back command the summary prints works as printed, against this endpoint
+    (command,) = [
+        line.removeprefix("read them: ")
+        for line in summary.render().splitlines()
+        if line.startswith("read them: ")
+    ]
+    assert s3_bucket.endpoint not in command  # the SDK's settings find it, as for the runs
+    shell = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    read = subprocess.run(
+        ["bash", "-c", command], env=shell, capture_output=True, text=True, timeout=120
+    )
+    assert read.returncode == 0, read.stderr[-2000:]
+    assert re.search(r"support_tickets\s*│\s*37\b", read.stdout), read.stdout
 
     again = drive.run([SAMPLE], progress=lambda _: None)
     assert again.ok

@@ -3,6 +3,7 @@ stored there, and the whole pipeline runs through the real daemon with its runs 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 from dagster_dev_support import DagsterDev, dagster_dev, user_project
-from pipeline_support import counters
+from pipeline_support import chat_lines, counters, write_input
 
 from batch_pipeline import build_pipeline_defs
 from batch_pipeline.integration.assets import INVARIANT_CHECK
@@ -20,6 +22,8 @@ from batch_pipeline.integration.assets import INVARIANT_CHECK
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "batch_pipeline" / "samples" / "support_tickets.jsonl"
 GATEWAY_POOL = "bifrost_gateway"
+HELM_VALUES = REPO / "deploy" / "helm" / "values.yaml"
+BURST = 8  # files dropped into the inbox at once, twice the pool's limit
 
 
 def _dagster(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -131,3 +135,68 @@ def _runs(server, db: str) -> list[tuple[str, ...]]:
     return server.query(
         db, "select pipeline_name, status from runs where status in ('SUCCESS', 'FAILURE')"
     )
+
+
+@pytest.mark.slow
+def test_a_fresh_instance_never_runs_more_gateway_steps_than_the_pool_limit(
+    emulator, pg_dagster_home, postgres_server, postgres_db, tmp_path: Path
+) -> None:
+    """On a fresh database, the install step the Helm values run (the user deployment's init
+    container) sets the pool's limit; then a burst of 8 files, with the run queue opened wider
+    than the pool, never has more gateway steps (submitted_batches, collected_batches) running
+    at once than the limit, as Postgres's event log records them."""
+    home, env = pg_dagster_home
+    instance = yaml.safe_load((home / "dagster.yaml").read_text())
+    instance["concurrency"]["runs"]["max_concurrent_runs"] = BURST  # the pool alone holds them
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance))
+    values = yaml.safe_load(HELM_VALUES.read_text())
+    (init,) = values["dagster-user-deployments"]["deployments"][0]["initContainers"]
+    assert init["command"][:5] == ["dagster", "instance", "concurrency", "set", GATEWAY_POOL]
+    done = _dagster(init["command"][1:], env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    limit = int(init["command"][5])
+    gateway_steps = {
+        a.op.name
+        for a in build_pipeline_defs({"name": "e2e"})
+        .get_repository_def()
+        .assets_defs_by_key.values()
+        if a.is_executable and a.op.pool == GATEWAY_POOL
+    }
+
+    staged, data = tmp_path / "staged", tmp_path / "data"
+    (data / "inbox").mkdir(parents=True)
+    names = [f"burst_{i}" for i in range(BURST)]
+    for name in names:
+        lines = chat_lines(5)
+        for line in lines:
+            line["body"]["messages"][0]["content"] += f" ({name})"
+        write_input(staged, name, lines)
+    project = user_project(tmp_path / "project", emulator.base_url, data)
+    with dagster_dev(env, tmp_path / "dagster-dev.log", project) as dev:
+        dev.wait(dev.location_loaded, 120, "the code location to load")
+        for name in names:  # whole files appear at once (a rename), all in the same second
+            os.replace(staged / "inbox" / f"{name}.jsonl", data / "inbox" / f"{name}.jsonl")
+        outputs = [data / "results" / f"input_file={n}" / "part-0.parquet" for n in names]
+        dev.wait(lambda: all(p.exists() for p in outputs), 900, "every file's Parquet")
+
+    events = postgres_server.query(
+        postgres_db,
+        "select step_key, dagster_event_type, timestamp from event_logs "
+        "where dagster_event_type in ('STEP_START', 'STEP_SUCCESS', 'STEP_FAILURE')",
+    )
+    marks = sorted(
+        (str(at), 0 if kind == "STEP_START" else -1, 1 if kind == "STEP_START" else -1)
+        for step, kind, at in events
+        if step in gateway_steps
+    )
+    running, most = 0, 0
+    for _, _, change in marks:  # at equal times a step's end counts before another's start
+        running += change
+        most = max(most, running)
+    print(f"\n{len(marks) // 2} gateway steps, at most {most} at once (limit {limit})")
+    assert len(marks) == 2 * 2 * BURST  # a submit and a collect step per file, each ended
+    assert 1 <= most <= limit
+    rows = postgres_server.query(
+        postgres_db, 'select concurrency_key, "limit", using_default_limit from concurrency_limits'
+    )
+    assert rows == [(GATEWAY_POOL, str(limit), "f")]  # set, not defaulted
