@@ -120,6 +120,25 @@ def corrupt_lines(path: Path, lines: int) -> None:
     os.replace(tmp, path)
 
 
+def end_validation(
+    rt: Runtime, batch: BatchRecord, total: int, errors: list[dict[str, Any]] | None = None
+) -> None:
+    """Record the end of a batch's validation: failed with `errors`, else in progress over
+    `total` requests."""
+    now = time.time()
+    with rt.store.lock:
+        if errors:
+            batch.errors = errors
+            batch.status = "failed"
+            batch.stamp("failed_at", now)
+        else:
+            batch.total = total
+            if batch.status == "validating":
+                batch.status = "in_progress"
+            batch.stamp("in_progress_at", now)
+        rt.store.save_batch(batch)
+
+
 class ProviderBatches(ABC):
     """One provider's batch behaviour behind Bifrost; subclasses fill in the provider specifics."""
 

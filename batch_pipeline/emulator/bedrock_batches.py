@@ -22,6 +22,7 @@ from batch_pipeline.emulator.batches import (
     as_dict,
     corrupt_lines,
     drop_none,
+    end_validation,
     json_line,
     seconds,
     window_seconds,
@@ -341,19 +342,9 @@ class BedrockBatches(ProviderBatches):
                 problem = f"The number of records ({total}) is below the minimum of {low} records per job."
             elif total > high:
                 problem = f"The number of records ({total}) exceeds the maximum of {high} records per job."
-        now = time.time()
-        with rt.store.lock:
-            if problem is not None:
-                batch.errors = [{"message": problem}]
-                batch.status = "failed"
-                batch.native["final"] = "Failed"
-                batch.stamp("failed_at", now)
-            else:
-                batch.total = total
-                if batch.status == "validating":
-                    batch.status = "in_progress"
-                batch.stamp("in_progress_at", now)
-            rt.store.save_batch(batch)
+        if problem is not None:
+            batch.native["final"] = "Failed"
+        end_validation(rt, batch, total, None if problem is None else [{"message": problem}])
 
     def answer_line(self, rt: Runtime, batch: BatchRecord, line: bytes) -> LineOutcome:
         """One record -> `{recordId, modelInput, modelOutput}` or with `error{errorCode,

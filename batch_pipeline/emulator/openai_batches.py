@@ -16,6 +16,7 @@ from batch_pipeline.emulator.batches import (
     ProviderBatches,
     corrupt_lines,
     drop_none,
+    end_validation,
     json_line,
     seconds,
     timeline,
@@ -308,18 +309,7 @@ class OpenAIBatches(ProviderBatches):
                 "too_many_requests",
                 f"The batch input file contains {total} requests; the maximum is {limit}.",
             )
-        now = time.time()
-        with rt.store.lock:
-            if errors:
-                batch.errors = errors
-                batch.status = "failed"
-                batch.stamp("failed_at", now)
-            else:
-                batch.total = total
-                if batch.status == "validating":
-                    batch.status = "in_progress"
-                batch.stamp("in_progress_at", now)
-            rt.store.save_batch(batch)
+        end_validation(rt, batch, total, errors)
 
     def answer_line(self, rt: Runtime, batch: BatchRecord, line: bytes) -> LineOutcome:
         request = orjson.loads(line)

@@ -23,6 +23,7 @@ from batch_pipeline.emulator.batches import (
     as_dict,
     corrupt_lines,
     drop_none,
+    end_validation,
     json_line,
     seconds,
     timeline,
@@ -287,23 +288,12 @@ class VertexBatches(ProviderBatches):
     def validate(self, rt: Runtime, batch: BatchRecord) -> None:
         """The input object must exist; the job then runs over its lines."""
         source = objects.get_object(rt.store, batch.input_file_id or "")
-        now = time.time()
         total = 0
         if source is not None:
             with rt.store.file_data(source.id).open("rb") as handle:
                 total = sum(1 for line in handle if line.strip())
-        with rt.store.lock:
-            if source is None:
-                message = f"Input {batch.input_file_id} does not exist."
-                batch.errors = [{"code": "5", "message": message}]
-                batch.status = "failed"
-                batch.stamp("failed_at", now)
-            else:
-                batch.total = total
-                if batch.status == "validating":
-                    batch.status = "in_progress"
-                batch.stamp("in_progress_at", now)
-            rt.store.save_batch(batch)
+        missing = f"Input {batch.input_file_id} does not exist."
+        end_validation(rt, batch, total, None if source else [{"code": "5", "message": missing}])
 
     def answer_line(self, rt: Runtime, batch: BatchRecord, line: bytes) -> LineOutcome:
         """`{"request":{...}}` -> `{status, processed_time, request, response}`."""
