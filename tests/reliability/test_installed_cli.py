@@ -175,6 +175,7 @@ def test_ui_works_from_an_empty_directory_and_a_signal_stops_every_child(
             for e in entries
         )
 
+    started: dict[int, str] = {}
     try:
         wait_for(loaded, 180, "loaded code location", proc, log)
         started = descendants(proc.pid)
@@ -184,6 +185,8 @@ def test_ui_works_from_an_empty_directory_and_a_signal_stops_every_child(
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+        for pid in survivors(started):  # a failed stop must not leave servers behind
+            os.kill(pid, signal.SIGKILL)
     output = log.read_text()
     assert_quiet(output)
     assert f"Dagster UI at http://127.0.0.1:{port}" in output
