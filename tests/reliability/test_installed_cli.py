@@ -36,10 +36,17 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def start(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
     """The command in its own session, as a shell runs a foreground job (Ctrl-C reaches its
-    whole process group, and only it)."""
+    whole process group, and only it, and is not ignored: a test run started in the background
+    by a non-interactive shell inherits SIGINT ignored, which a foreground job never has)."""
     with open(log, "wb") as out:
         return subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
 
