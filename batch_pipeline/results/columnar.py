@@ -21,7 +21,7 @@ import pyarrow.json as pa_json
 
 from batch_pipeline.prices import Price
 from batch_pipeline.results.blocks import LineBlock
-from batch_pipeline.results.columns import field, is_set, mapped
+from batch_pipeline.results.columns import constant, field, is_set, mapped
 from batch_pipeline.results.context import BatchContext
 from batch_pipeline.results.envelope import Recognized
 from batch_pipeline.results.normalize import is_retryable_code, normalize_finish_reason
@@ -438,14 +438,6 @@ def rows(
     )
 
 
-def _constant(value: str | None, count: int) -> pa.Array:
-    return (
-        pa.array([value] * count, pa.string())
-        if value is not None
-        else pa.nulls(count, pa.string())
-    )
-
-
 def _results(
     block: LineBlock,
     rows: Recognized,
@@ -466,11 +458,11 @@ def _results(
     values = {
         "custom_id": take(rows.custom_id),
         "input_line": take(input_line),
-        "batch_id": _constant(ctx.batch_id, count),
-        "provider": _constant(ctx.provider, count),
-        "model": _constant(ctx.model, count) if ctx.model is not None else take(columns.model),
+        "batch_id": constant(ctx.batch_id, count),
+        "provider": constant(ctx.provider, count),
+        "model": constant(ctx.model, count) if ctx.model is not None else take(columns.model),
         "endpoint": (
-            _constant(ctx.endpoint, count) if ctx.endpoint is not None else take(columns.endpoint)
+            constant(ctx.endpoint, count) if ctx.endpoint is not None else take(columns.endpoint)
         ),
         "status_code": take(rows.status_code),
         "request_id": take(rows.request_id),
@@ -512,9 +504,9 @@ def _errors(
     values = {
         "custom_id": rows.custom_id.filter(where),
         "input_line": input_line.filter(where),
-        "batch_id": _constant(ctx.batch_id, count),
-        "provider": _constant(ctx.provider, count),
-        "stage": _constant("request", count),
+        "batch_id": constant(ctx.batch_id, count),
+        "provider": constant(ctx.provider, count),
+        "stage": constant("request", count),
         "status_code": status,
         "error_code": code,
         "error_message": pc.coalesce(columns.error_message.filter(where), http),

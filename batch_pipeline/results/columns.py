@@ -10,6 +10,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
+def constant(value: str | None, count: int) -> pa.Array:
+    """A string column of `count` rows all holding `value` (null when it is None)."""
+    if value is None:
+        return pa.nulls(count, pa.string())
+    return pa.array([value] * count, pa.string())
+
+
 def field(array: pa.Array, *path: str) -> pa.Array:
     """A nested struct field; null wherever the struct or any parent on the path is null (or the
     field is not in the type: a shape reads what the decoder was told to keep)."""

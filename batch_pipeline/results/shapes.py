@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batch_pipeline.results.columns import (
+    constant,
     field,
     first,
     flattened,
@@ -84,10 +85,6 @@ class BodyShape:
     def read_column(self, bodies: pa.StructArray) -> AnswerColumns:
         """The answers of decoded bodies (every row; the caller keeps those claimed)."""
         raise NotImplementedError
-
-
-def _constant(value: str | None, count: int) -> pa.Array:
-    return pa.array([value] * count, pa.string()) if value is not None else pa.nulls(count)
 
 
 def text_blocks(blocks: Any, kinds: tuple[str, ...] = ("text",)) -> str | None:
@@ -192,7 +189,7 @@ class Embeddings(BodyShape):
             else vectors.cast(EMBEDDING_TYPE)
         )
         return AnswerColumns(
-            _constant("/v1/embeddings", count),
+            constant("/v1/embeddings", count),
             pa.nulls(count, pa.string()),
             pa.nulls(count),
             embedding,
@@ -291,7 +288,7 @@ class Responses(BodyShape):
             completed,
             status,
         )
-        return AnswerColumns(_constant("/v1/responses", count), text, reason)
+        return AnswerColumns(constant("/v1/responses", count), text, reason)
 
 
 class Messages(BodyShape):
@@ -317,7 +314,7 @@ class Messages(BodyShape):
     def read_column(self, bodies: pa.StructArray) -> AnswerColumns:
         count = len(bodies)
         text = _text_blocks_column(field(bodies, "content"))
-        return AnswerColumns(_constant("/v1/messages", count), text, field(bodies, "stop_reason"))
+        return AnswerColumns(constant("/v1/messages", count), text, field(bodies, "stop_reason"))
 
 
 def _untyped_texts(parts: Any) -> str | None:
