@@ -8,6 +8,8 @@ floor     pyarrow.json.read_json + pyarrow.parquet.write_table, per file (C++, m
 
 Each variant runs in its own Python process on the same seeded files (bench/results_data.py),
 so peak RSS is that process's own (ru_maxrss, imports included) and runs cannot warm each other.
+All three use the Arrow allocator the `batch-pipeline` command uses (ARROW_DEFAULT_MEMORY_POOL,
+`system` unless set; the machine line names it).
 Times cover the conversion only, not interpreter start-up and imports. Goals from issue 18 are
 printed beside the figures. Usage:
 
@@ -83,11 +85,21 @@ def run_variant(variant: str, output: Path, errors: Path, work: Path) -> dict[st
         capture_output=True,
         text=True,
         check=False,
+        env=arrow_environment(),
     )
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
         raise SystemExit(f"bench: {variant} failed: {tail[0]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def arrow_environment() -> dict[str, str]:
+    """This process's environment with the `batch-pipeline` command's Arrow allocator choice."""
+    from batch_pipeline.cli import use_arrow_memory_pool
+
+    environ = dict(os.environ)
+    use_arrow_memory_pool(environ)
+    return environ
 
 
 def ensure_files(work: Path, lines: int, seed: int, shape: str) -> tuple[Path, Path]:
@@ -128,9 +140,10 @@ def machine() -> str:
                 break
     import pyarrow
 
+    pool = arrow_environment()["ARROW_DEFAULT_MEMORY_POOL"]
     return (
         f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"pyarrow {pyarrow.__version__}, {platform.system()} {platform.release()}"
+        f"pyarrow {pyarrow.__version__} (allocator {pool}), {platform.system()} {platform.release()}"
     )
 
 

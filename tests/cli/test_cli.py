@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from pipeline_support import chat_lines, write_input
 
-from batch_pipeline.cli import COMMANDS, main
+from batch_pipeline.cli import ARROW_MEMORY_POOL, COMMANDS, main, use_arrow_memory_pool
 from batch_pipeline.gateway import BifrostClient
 from batch_pipeline.inputs import InputOptions, prepare_input
 from batch_pipeline.ledger.layout import DataLayout
@@ -133,3 +134,29 @@ def test_an_unknown_pipeline_is_one_line(capsys) -> None:
         err.strip()
         == "batch-pipeline retry: no pipeline 'nope' in these definitions (pipelines: demo)"
     )
+
+
+@pytest.mark.parametrize(
+    ("environ", "pool"),
+    [({}, "system"), ({"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}, "jemalloc")],
+)
+def test_the_command_chooses_arrows_allocator_unless_one_is_chosen(environ, pool) -> None:
+    use_arrow_memory_pool(environ)
+    assert environ == {"ARROW_DEFAULT_MEMORY_POOL": pool}
+
+
+def test_the_console_script_runs_commands_on_the_chosen_allocator() -> None:
+    script = (
+        "import batch_pipeline.cli as cli\n"
+        "def report():\n"
+        "    import pyarrow\n"
+        "    print(pyarrow.default_memory_pool().backend_name)\n"
+        "    return 0\n"
+        "cli.main = report\n"
+        "cli.console()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == ARROW_MEMORY_POOL
