@@ -7,21 +7,25 @@ concurrency, compute log and sensor settings; SQLite storage instead of PostgreS
 this process at its maximum speed. Measured:
 
 - one small file (20 requests) from its drop to its results Parquet;
-- a burst of 20 such files dropped at once, until every one is in Parquet, with the largest
-  number of processes and the largest RSS of `dagster dev`'s whole process tree meanwhile.
+- bursts of 10 and then 20 such files dropped at once, each until every file is in Parquet,
+  with the largest number of processes and the largest RSS of `dagster dev`'s whole process tree
+  meanwhile.
 
 Goals: one file in Parquet within 15 s plus the emulator's own time and the sensor intervals
-(two ticks); the burst with a bounded process tree (dagster dev's own processes, the run
-workers' resource tracker, `max_concurrent_runs` run workers and one more that may still be
-exiting as the next starts) and memory (at most 2 GiB), however many files come. Usage:
+(two ticks); every burst, whatever its size, with a bounded process tree and memory (at most
+2 GiB). The bound on processes: dagster dev's own, the run workers' resource tracker,
+`max_concurrent_runs` run workers, and as many again whose runs ended (their queue slot is free)
+and that are still exiting, which takes seconds on a loaded host. Usage:
 
-    python bench/bench_daemon.py            # one file, then a burst of 20
+    python bench/bench_daemon.py            # one file, then bursts of 10 and 20
+    python bench/bench_daemon.py --burst 40 # one file, then bursts of 20 and 40
     python bench/bench_daemon.py --quick    # one file, then a burst of 5
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -29,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -112,6 +117,30 @@ def _command(pid: int) -> str:
         return "?"
 
 
+@contextlib.contextmanager
+def sampled(root: int) -> Iterator[dict]:
+    """The largest process count and RSS of `root`'s tree while the block runs (sampled every
+    SAMPLE_SECONDS), and the commands of the largest tree, in the dict it yields."""
+    peak: dict = {"processes": 0, "rss": 0.0, "commands": []}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(SAMPLE_SECONDS):
+            count, rss = tree(root)
+            if count > peak["processes"]:
+                peak["commands"] = sorted(_command(p) for p in _members(root))
+            peak["processes"] = max(peak["processes"], count)
+            peak["rss"] = max(peak["rss"], rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join()
+
+
 def wait_for(paths: list[Path], timeout: float, dev) -> float:
     """Seconds until every path exists."""
     started = time.monotonic()
@@ -136,7 +165,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="a burst of 5 files")
-    parser.add_argument("--burst", type=int, default=20, help="files dropped at once")
+    parser.add_argument(
+        "--burst", type=int, default=20, help="files of the larger burst (the first is half)"
+    )
     args = parser.parse_args()
     burst = 5 if args.quick else args.burst
 
@@ -149,38 +180,29 @@ def main() -> int:
     runs_at_once = settings["concurrency"]["runs"]["max_concurrent_runs"]
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     env.pop("BIFROST_API_KEY", None)
-    peaks: dict = {"processes": 0, "rss": 0.0, "commands": []}
+    bursts = [5] if args.quick else [max(1, burst // 2), burst]
+    peaks: list[dict] = []
     try:
         with fast_emulator(work / "emulator") as emulator:
             project = user_project(work / "project", emulator.base_url, data)
             with dagster_dev(env, work / "dagster-dev.log", project) as dev:
                 dev.wait(dev.location_loaded, 180, "the code location to load")
                 idle = tree(dev.proc.pid)
-                sampling = threading.Event()
-
-                def sample() -> None:
-                    while not sampling.wait(SAMPLE_SECONDS):
-                        count, rss = tree(dev.proc.pid)
-                        if count > peaks["processes"]:
-                            peaks["commands"] = sorted(_command(p) for p in _members(dev.proc.pid))
-                        peaks["processes"] = max(peaks["processes"], count)
-                        peaks["rss"] = max(peaks["rss"], rss)
-
-                sampler = threading.Thread(target=sample, daemon=True)
-                sampler.start()
-
                 write_file(data / "inbox" / "single.jsonl", "single")
                 single = wait_for(
                     [data / "results" / "input_file=single" / "part-0.parquet"], 300, dev
                 )
                 gateway_single = emulator_seconds(emulator.base_url)
-                names = [f"burst{n:02d}" for n in range(burst)]
-                for name in names:
-                    write_file(data / "inbox" / f"{name}.jsonl", name)
-                outputs = [data / "results" / f"input_file={n}" / "part-0.parquet" for n in names]
-                whole_burst = wait_for(outputs, 900, dev)
-                sampling.set()
-                sampler.join()
+                for size in bursts:
+                    names = [f"burst{len(peaks)}-{n:02d}" for n in range(size)]
+                    with sampled(dev.proc.pid) as peak:
+                        for name in names:
+                            write_file(data / "inbox" / f"{name}.jsonl", name)
+                        outputs = [
+                            data / "results" / f"input_file={n}" / "part-0.parquet" for n in names
+                        ]
+                        peak["seconds"] = wait_for(outputs, 900, dev)
+                    peaks.append(peak | {"files": size})
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -189,31 +211,32 @@ def main() -> int:
         f"instance: deploy/dagster.yaml's run settings (at most {runs_at_once} runs at once, "
         f"queue checked every second); sensors every {SENSOR_SECONDS:g} s; {LINES} requests a file"
     )
-    print(f"{'what':<46} {'seconds':>8}")
+    print(f"{'what':<46} {'seconds':>8} {'processes':>10} {'tree MiB':>9}")
+    print(f"{'idle':<46} {'':>8} {idle[0]:>10} {idle[1]:>9.0f}")
     print(f"{'one file, drop to Parquet':<46} {single:>8.1f}")
     print(f"{'  of it the emulator (its batch)':<46} {gateway_single:>8.1f}")
-    print(f"{f'{burst} files at once, drop to the last Parquet':<46} {whole_burst:>8.1f}")
-    print(
-        f"process tree: {idle[0]} processes and {idle[1]:.0f} MiB idle; at most "
-        f"{peaks['processes']} processes and {peaks['rss']:.0f} MiB during the burst"
-    )
-    if os.environ.get("BENCH_DAEMON_SHOW"):  # which processes made the peak
-        print("\n".join(peaks["commands"]))
+    for peak in peaks:
+        what = f"{peak['files']} files at once, drop to the last Parquet"
+        print(f"{what:<46} {peak['seconds']:>8.1f} {peak['processes']:>10} {peak['rss']:>9.0f}")
+    if os.environ.get("BENCH_DAEMON_SHOW"):  # which processes made the largest peak
+        print("\n".join(max(peaks, key=lambda p: p["processes"])["commands"]))
     allowed = GOAL_ONE_FILE + gateway_single + 2 * SENSOR_SECONDS
     print("\nGoals (issue 18):")
     print(
         f"  one file in Parquet within {GOAL_ONE_FILE:g} s + the emulator + two sensor "
         f"intervals ({allowed:.1f} s): {single:.1f} s  {verdict(single <= allowed)}"
     )
-    bound = idle[0] + 1 + runs_at_once + 1
+    bound = idle[0] + 1 + 2 * runs_at_once
+    most = max(peak["processes"] for peak in peaks)
     print(
-        f"  the burst's process tree at most {bound} processes (idle, the run workers' "
-        f"resource tracker, {runs_at_once} run workers and one more still exiting as the "
-        f"next starts): {peaks['processes']}  {verdict(peaks['processes'] <= bound)}"
+        f"  every burst's process tree at most {bound} processes (idle, the run workers' "
+        f"resource tracker, {runs_at_once} run workers and as many whose runs ended and that "
+        f"are still exiting): {most}, whatever the burst  {verdict(most <= bound)}"
     )
+    largest = max(peak["rss"] for peak in peaks)
     print(
-        f"  the burst's process tree at most {GOAL_TREE_RSS_MIB} MiB: {peaks['rss']:.0f} MiB  "
-        f"{verdict(peaks['rss'] <= GOAL_TREE_RSS_MIB)}"
+        f"  every burst's process tree at most {GOAL_TREE_RSS_MIB} MiB: {largest:.0f} MiB  "
+        f"{verdict(largest <= GOAL_TREE_RSS_MIB)}"
     )
     return 0
 
