@@ -174,7 +174,10 @@ def _child(args: list[str], profile: int) -> None:
 def measure(path: Path, base_url: str, work: Path, poll_interval: float, profile: int) -> dict:
     """Run the pipeline in a fresh process, as the command runs (no DAGSTER_HOME: an ephemeral
     instance); its figures, with when the process was spawned and when it had exited."""
+    from batch_pipeline.cli import use_arrow_memory_pool
+
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "BIFROST_API_KEY")}
+    use_arrow_memory_pool(env)  # as the command chooses it before importing pyarrow
     data = work / f"data-{path.stem}"
     command = [sys.executable, __file__, "--child", str(path), base_url, str(data)]
     command += [str(poll_interval), "--profile", str(profile)]
