@@ -19,6 +19,7 @@ from batch_pipeline.emulator.batches import (
     corrupt_lines,
     drop_none,
     json_line,
+    read_result_lines,
     seconds,
     timeline,
 )
@@ -179,32 +180,9 @@ class AnthropicBatches(ProviderBatches):
                 f"Batch {batch.id} is still processing; results are available once it has ended.",
                 type="invalid_request_error",
             )
-        items: list[dict[str, Any]] = []
-        parse_errors: list[dict[str, Any]] = []
-        with rt.store.batch_path(batch.id, "results.jsonl").open("rb") as source:
-            for number, line in enumerate(source, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    native = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    message = f"failed to parse JSONL line {number}: {exc}"
-                    parse_errors.append({"code": "parse_error", "message": message, "line": number})
-                    continue
-                result = native.get("result") or {}
-                item: dict[str, Any] = {
-                    "custom_id": native.get("custom_id"),
-                    "result": drop_none(
-                        {"type": result.get("type"), "message": result.get("message")}
-                    ),
-                }
-                upstream_error = result.get("error")
-                if upstream_error is not None:
-                    item["error"] = {
-                        "code": str(upstream_error.get("type", "")),
-                        "message": str(upstream_error.get("message", "")),
-                    }
-                items.append(item)
+        items, parse_errors = read_result_lines(
+            rt.store.batch_path(batch.id, "results.jsonl"), lambda native, _: _result_item(native)
+        )
         return {"batch_id": batch.id, "results": items, "parse_errors": parse_errors}
 
     # worker hooks
@@ -250,3 +228,20 @@ class AnthropicBatches(ProviderBatches):
             corrupt_lines(part, malformed.lines)
             rt.counters.fault_fired("malformed_output")
         os.replace(part, rt.store.batch_path(batch.id, "results.jsonl"))
+
+
+def _result_item(native: dict[str, Any]) -> dict[str, Any]:
+    """A native result line as Bifrost's item: {custom_id, result:{type, message}}, plus its
+    lossy `error:{code, message}` when the upstream result carries an error."""
+    result = native.get("result") or {}
+    item: dict[str, Any] = {
+        "custom_id": native.get("custom_id"),
+        "result": drop_none({"type": result.get("type"), "message": result.get("message")}),
+    }
+    upstream_error = result.get("error")
+    if upstream_error is not None:
+        item["error"] = {
+            "code": str(upstream_error.get("type", "")),
+            "message": str(upstream_error.get("message", "")),
+        }
+    return item

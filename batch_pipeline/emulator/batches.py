@@ -9,6 +9,7 @@ import os
 import re
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +38,28 @@ class LineOutcome:
 def json_line(value: Any) -> bytes:
     """One JSONL line."""
     return orjson.dumps(value) + b"\n"
+
+
+def read_result_lines(
+    path: Path, to_item: Callable[[Any, int], dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A result file as Bifrost's /results reads it: `to_item(value, index)` of each JSON line
+    (index from 0, blank lines counted), and a `parse_errors` entry for each line that is not
+    JSON (1-based line numbers); blank lines are skipped."""
+    items: list[dict[str, Any]] = []
+    parse_errors: list[dict[str, Any]] = []
+    with path.open("rb") as source:
+        for index, line in enumerate(source):
+            if not line.strip():
+                continue
+            try:
+                value = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                message = f"failed to parse JSONL line {index + 1}: {exc}"
+                parse_errors.append({"code": "parse_error", "message": message, "line": index + 1})
+                continue
+            items.append(to_item(value, index))
+    return items, parse_errors
 
 
 def seconds(value: float | None) -> int | None:

@@ -24,6 +24,7 @@ from batch_pipeline.emulator.batches import (
     drop_none,
     end_validation,
     json_line,
+    read_result_lines,
     seconds,
     window_seconds,
 )
@@ -307,19 +308,11 @@ class BedrockBatches(ProviderBatches):
         for record in objects.list_objects(rt.store, output_uri):
             if not record.id.endswith((".jsonl.out", ".jsonl")):
                 continue
-            with rt.store.file_data(record.id).open("rb") as source:
-                for number, line in enumerate(source, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        native = orjson.loads(line)
-                    except orjson.JSONDecodeError as exc:
-                        message = f"failed to parse JSONL line {number}: {exc}"
-                        parse_errors.append(
-                            {"code": "parse_error", "message": message, "line": number}
-                        )
-                        continue
-                    items.append(result_item(native))
+            found, problems = read_result_lines(
+                rt.store.file_data(record.id), lambda native, _: result_item(native)
+            )
+            items += found
+            parse_errors += problems
         return {"batch_id": batch.id, "results": items, "parse_errors": parse_errors}
 
     # worker hooks

@@ -21,6 +21,7 @@ from batch_pipeline.emulator.batches import (
     corrupt_lines,
     drop_none,
     json_line,
+    read_result_lines,
     seconds,
     timeline,
 )
@@ -231,19 +232,7 @@ class GeminiBatches(ProviderBatches):
         parse_errors: list[dict[str, Any]] = []
         path = self.output_path(rt, batch)
         if path is not None and path.exists():
-            with path.open("rb") as source:
-                for index, line in enumerate(source):
-                    if not line.strip():
-                        continue
-                    try:
-                        native = orjson.loads(line)
-                    except orjson.JSONDecodeError as exc:
-                        message = f"failed to parse JSONL line {index + 1}: {exc}"
-                        parse_errors.append(
-                            {"code": "parse_error", "message": message, "line": index + 1}
-                        )
-                        continue
-                    items.append(result_item(native, index))
+            items, parse_errors = read_result_lines(path, result_item)
         if not items and batch.status in ("completed", "failed"):
             message = f"Batch completed with state: {native_state(batch)}. No results available."
             info = {"status_code": 200, "body": {"message": message}}

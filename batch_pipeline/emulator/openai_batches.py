@@ -18,6 +18,7 @@ from batch_pipeline.emulator.batches import (
     drop_none,
     end_validation,
     json_line,
+    read_result_lines,
     seconds,
     timeline,
 )
@@ -396,20 +397,13 @@ class OpenAIBatches(ProviderBatches):
 
 def read_output(path: Path, batch_id: str) -> dict[str, Any]:
     """An OpenAI output file as Bifrost's /results: each line's custom_id, response and error."""
-    items: list[dict[str, Any]] = []
-    parse_errors: list[dict[str, Any]] = []
-    with path.open("rb") as source:
-        for number, line in enumerate(source, start=1):
-            if not line.strip():
-                continue
-            try:
-                parsed = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                message = f"failed to parse JSONL line {number}: {exc}"
-                parse_errors.append({"code": "parse_error", "message": message, "line": number})
-                continue
-            item = {"custom_id": parsed.get("custom_id"), "response": parsed.get("response")}
-            if parsed.get("error") is not None:
-                item["error"] = parsed["error"]
-            items.append(drop_none(item))
+    items, parse_errors = read_result_lines(path, lambda parsed, _: _result_item(parsed))
     return {"batch_id": batch_id, "results": items, "parse_errors": parse_errors}
+
+
+def _result_item(parsed: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI output line as Bifrost's item: its custom_id, response and error."""
+    item = {"custom_id": parsed.get("custom_id"), "response": parsed.get("response")}
+    if parsed.get("error") is not None:
+        item["error"] = parsed["error"]
+    return drop_none(item)
