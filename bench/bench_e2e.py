@@ -181,14 +181,22 @@ def measure(path: Path, base_url: str, work: Path, poll_interval: float, profile
     data = work / f"data-{path.stem}"
     command = [sys.executable, __file__, "--child", str(path), base_url, str(data)]
     command += [str(poll_interval), "--profile", str(profile)]
+    before = _cpu_seconds(resource.RUSAGE_CHILDREN), _cpu_seconds(resource.RUSAGE_SELF)
     spawned = time.time()
     child = subprocess.run(command, capture_output=True, text=True, env=env)
     exited = time.time()
+    after = _cpu_seconds(resource.RUSAGE_CHILDREN), _cpu_seconds(resource.RUSAGE_SELF)
     if child.returncode != 0:
         raise RuntimeError(f"pipeline process failed:\n{child.stderr.strip()}")
     if profile:
         print(child.stderr, file=sys.stderr)
-    return {**json.loads(child.stdout), "spawned": spawned, "exited": exited}
+    cpu = {"cpu_pipeline": after[0] - before[0], "cpu_emulator": after[1] - before[1]}
+    return {**json.loads(child.stdout), "spawned": spawned, "exited": exited, **cpu}
+
+
+def _cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def emulator_window(base_url: str, batch_ids: list[str]) -> dict:
@@ -270,6 +278,13 @@ def report(run: dict, emulator: dict, requests: int, megabytes: float, poll_inte
         f"pipeline process RSS: {run['rss_after_imports_mib']:.0f} MiB after imports, "
         f"{run['peak_rss_mib']:.0f} MiB peak; rows: {run['results']:,} results + "
         f"{run['errors']:,} errors; {run['ticks']} sensor ticks"
+    )
+    cpus = os.cpu_count() or 1
+    work = run["cpu_pipeline"] + run["cpu_emulator"]
+    print(
+        f"CPU: the pipeline's processes {run['cpu_pipeline']:.1f} s, the emulator (this process) "
+        f"{run['cpu_emulator']:.1f} s; on {cpus} CPUs their work alone takes >= "
+        f"{work / cpus:.1f} s of wall ({work / cpus / processing:.2f}x the emulator's processing)"
     )
     rows_written = run["results"] + run["errors"]
     accounted = rows_written == emulator["requests"] == requests

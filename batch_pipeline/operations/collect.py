@@ -229,9 +229,9 @@ def _collect(
             )
             collector = BatchCollector(writer, ctx, read_shard_index(shard))
             before = writer.stats
-            lost, again = _settle(store, name, record, output)
+            not_found = _feed(collector, output)
+            lost, again = _settle(store, name, record, not_found)
             unavailable += [again] if again else []
-            _feed(collector, output.files)
             told = collector.finish(
                 status=record.status or "", batch_errors=record.batch_errors, lost=lost
             )
@@ -347,13 +347,14 @@ def _add_rejected(writer: PartitionWriter, plan: InputPlan) -> None:
             )
 
 
-@dataclass
-class _Fetched:
-    """A terminal batch's output on local disk: (what it is, where) pairs, `results` being a
-    /results document and anything else a file of result lines; and what answered 404."""
+@dataclass(frozen=True)
+class _Download:
+    """One file of a terminal batch's output: what it is (`results` being a /results document,
+    anything else a file of result lines), where it goes on local disk, and how to get it."""
 
-    files: list[tuple[str, Path]] = field(default_factory=list)
-    not_found: list[tuple[str, NotFoundError]] = field(default_factory=list)
+    what: str
+    dest: Path
+    get: Callable[..., object]
 
 
 def _fetch_ahead(
@@ -361,12 +362,13 @@ def _fetch_ahead(
     blobs: AzureBlobClient | None,
     records: list[ShardRecord],
     downloads: Path,
-) -> Iterator[_Fetched]:
-    """Each batch's downloaded output, in order, while up to PARALLEL_DOWNLOADS batches are
-    downloaded concurrently ahead of the one being converted: collect keeps the network and
-    Arrow's conversion threads busy together instead of one stream after the other."""
+) -> Iterator[list[tuple[str, Future[Path]]]]:
+    """Each batch's output files, in order, each a future of its local copy, while up to
+    PARALLEL_DOWNLOADS batches are downloaded concurrently ahead of the one being converted: a
+    batch's files come one after the other, and each can be converted as soon as it is on disk,
+    so collect keeps the network and Arrow's conversion threads busy together."""
     with ThreadPoolExecutor(PARALLEL_DOWNLOADS, thread_name_prefix="collect") as pool:
-        ahead: deque[Future[_Fetched]] = deque()
+        ahead: deque[tuple[Future[None], list[tuple[str, Future[Path]]]]] = deque()
         upcoming = iter(records)
         try:
             while True:
@@ -374,36 +376,54 @@ def _fetch_ahead(
                     record = next(upcoming, None)
                     if record is None:
                         break
-                    ahead.append(
-                        pool.submit(_download_batch_output, client, blobs, record, downloads)
-                    )
+                    wanted = _batch_output(blobs, client, record, downloads)
+                    files: list[tuple[str, Future[Path]]] = [(w.what, Future()) for w in wanted]
+                    task = pool.submit(_download_in_order, wanted, [f for _, f in files])
+                    ahead.append((task, files))
                 if not ahead:
                     return
-                yield ahead.popleft().result()
-        finally:
-            for future in ahead:
-                if not future.cancel() and future.exception() is None:
-                    for _, path in future.result().files:
-                        path.unlink(missing_ok=True)
+                yield ahead[0][1]
+                ahead.popleft()
+        finally:  # whatever was downloaded and not read (the current batch's included) goes
+            for task, files in ahead:
+                task.cancel() or task.result()
+                for _, file in files:
+                    if file.done() and file.exception() is None:
+                        file.result().unlink(missing_ok=True)
 
 
-def _download_batch_output(
-    client: BifrostClient, blobs: AzureBlobClient | None, record: ShardRecord, downloads: Path
-) -> _Fetched:
-    """Download a terminal batch's output the way its provider serves it: an Azure blob batch's
-    answers through /results (Bifrost reads the output blob) and its failed requests from the
-    error blob, which /results leaves out."""
-    fetched = _Fetched()
+def _download_in_order(wanted: list[_Download], files: list[Future[Path]]) -> None:
+    """Download each file in turn, settling its future (NotFoundError included) as it ends; a
+    failure other than a 404 ends the batch's downloads, and is every later file's outcome."""
+    for index, (download, file) in enumerate(zip(wanted, files, strict=True)):
+        try:
+            download.get(dest=download.dest)
+        except NotFoundError as exc:
+            file.set_exception(exc)
+        except BaseException as exc:
+            for later in files[index:]:
+                later.set_exception(exc)
+            return
+        else:
+            file.set_result(download.dest)
+
+
+def _batch_output(
+    blobs: AzureBlobClient | None, client: BifrostClient, record: ShardRecord, downloads: Path
+) -> list[_Download]:
+    """The files of a terminal batch's output, the way its provider serves them: an Azure blob
+    batch's answers through /results (Bifrost reads the output blob) and its failed requests
+    from the error blob, which /results leaves out."""
     if not record.batch_id or record.status == GONE_STATUS:
-        return fetched
+        return []
     provider = record.provider
     traits = provider_traits(provider)
     results = partial(client.download_batch_results, record.batch_id, provider=provider)
-    wanted: list[tuple[str, Path, Callable[..., object]]] = []
+    wanted: list[_Download] = []
     if record.output_blob or record.error_blob:
         if record.output_blob:
             wanted.append(
-                (RESULTS_DOCUMENT, downloads / f"results-{record.shard_id}.json", results)
+                _Download(RESULTS_DOCUMENT, downloads / f"results-{record.shard_id}.json", results)
             )
         if record.error_blob:
             if blobs is None:
@@ -414,27 +434,22 @@ def _download_batch_output(
                 )
             error_blob = partial(_get_blob, blobs, record.batch_id, record.error_blob)
             dest = downloads / f"error-{record.shard_id}.jsonl"
-            wanted.append((f"error blob {record.error_blob}", dest, error_blob))
+            wanted.append(_Download(f"error blob {record.error_blob}", dest, error_blob))
     elif traits.results_source == "files":
         for kind, file_id in (("output", record.output_file_id), ("error", record.error_file_id)):
             if file_id:
                 wanted.append(
-                    (
+                    _Download(
                         f"{kind} file {file_id}",
                         downloads / f"{kind}-{record.shard_id}.jsonl",
                         partial(client.download_file_content, file_id, provider=provider),
                     )
                 )
     elif record.status != "failed" or traits.results_when_failed:
-        wanted.append((RESULTS_DOCUMENT, downloads / f"results-{record.shard_id}.json", results))
-    for what, dest, download in wanted:
-        try:
-            download(dest=dest)
-        except NotFoundError as exc:
-            fetched.not_found.append((what, exc))
-        else:
-            fetched.files.append((what, dest))
-    return fetched
+        wanted.append(
+            _Download(RESULTS_DOCUMENT, downloads / f"results-{record.shard_id}.json", results)
+        )
+    return wanted
 
 
 def _get_blob(blobs: AzureBlobClient, batch_id: str, url: str, *, dest: Path) -> None:
@@ -446,7 +461,10 @@ def _get_blob(blobs: AzureBlobClient, batch_id: str, url: str, *, dest: Path) ->
 
 
 def _settle(
-    store: ManifestStore, name: str, record: ShardRecord, fetched: _Fetched
+    store: ManifestStore,
+    name: str,
+    record: ShardRecord,
+    not_found: list[tuple[str, NotFoundError]],
 ) -> tuple[str | None, str | None]:
     """What a batch's 404s mean: (why part of its output is lost, why it must be read again).
 
@@ -454,25 +472,34 @@ def _settle(
     be read again (the collect then fails with OutputUnavailable, after reading every other
     batch, so all of them count this attempt); at the last one, what answered is read and the
     rest reported lost."""
-    if not fetched.not_found:
+    if not not_found:
         return None, None
     attempt = record.output_not_found + 1
     store.record(name, record.shard_id, output_not_found=attempt)
     if attempt < OUTPUT_ATTEMPTS:
-        exc = fetched.not_found[0][1]
+        exc = not_found[0][1]
         again = (
             f"batch {record.batch_id} ended {record.status} but {exc.method} {exc.path} answered "
             f"404 (attempt {attempt} of {OUTPUT_ATTEMPTS})"
         )
         return None, again
-    lost = " and ".join(what for what, _ in fetched.not_found)
+    lost = " and ".join(what for what, _ in not_found)
     return f"its {lost} answered 404 at {attempt} attempts", None
 
 
-def _feed(collector: BatchCollector, files: list[tuple[str, Path]]) -> None:
-    """Give a batch's downloaded output to its collector, then delete the downloads."""
-    try:
-        for source, path in files:
+def _feed(
+    collector: BatchCollector, files: list[tuple[str, Future[Path]]]
+) -> list[tuple[str, NotFoundError]]:
+    """Give a batch's output files to its collector as each is downloaded, deleting each once
+    read; what answered 404 instead."""
+    not_found: list[tuple[str, NotFoundError]] = []
+    for source, file in files:
+        try:
+            path = file.result()
+        except NotFoundError as exc:
+            not_found.append((source, exc))
+            continue
+        try:
             if source == RESULTS_DOCUMENT:
                 collector.add_items(
                     item.model_dump(mode="json", exclude_none=True)
@@ -481,9 +508,9 @@ def _feed(collector: BatchCollector, files: list[tuple[str, Path]]) -> None:
             else:
                 with open(path, "rb", buffering=0) as handle:
                     collector.add_blocks(read_blocks(handle), source=source)
-    finally:
-        for _, path in files:
+        finally:
             path.unlink(missing_ok=True)
+    return not_found
 
 
 def expected_lines(plan: InputPlan) -> np.ndarray:
