@@ -376,7 +376,7 @@ def _fetch_ahead(
                     record = next(upcoming, None)
                     if record is None:
                         break
-                    wanted = _batch_output(blobs, client, record, downloads)
+                    wanted = _batch_output(client, blobs, record, downloads)
                     files: list[tuple[str, Future[Path]]] = [(w.what, Future()) for w in wanted]
                     task = pool.submit(_download_in_order, wanted, [f for _, f in files])
                     ahead.append((task, files))
@@ -386,7 +386,8 @@ def _fetch_ahead(
                 ahead.popleft()
         finally:  # whatever was downloaded and not read (the current batch's included) goes
             for task, files in ahead:
-                task.cancel() or task.result()
+                if not task.cancel():
+                    task.result()  # a download under way ends before its file is deleted
                 for _, file in files:
                     if file.done() and file.exception() is None:
                         file.result().unlink(missing_ok=True)
@@ -409,7 +410,7 @@ def _download_in_order(wanted: list[_Download], files: list[Future[Path]]) -> No
 
 
 def _batch_output(
-    blobs: AzureBlobClient | None, client: BifrostClient, record: ShardRecord, downloads: Path
+    client: BifrostClient, blobs: AzureBlobClient | None, record: ShardRecord, downloads: Path
 ) -> list[_Download]:
     """The files of a terminal batch's output, the way its provider serves them: an Azure blob
     batch's answers through /results (Bifrost reads the output blob) and its failed requests
