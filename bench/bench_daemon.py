@@ -169,7 +169,6 @@ def main() -> int:
         "--burst", type=int, default=20, help="files of the larger burst (the first is half)"
     )
     args = parser.parse_args()
-    burst = 5 if args.quick else args.burst
 
     work = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
     home, data = work / "dagster_home", work / "data"
@@ -180,7 +179,7 @@ def main() -> int:
     runs_at_once = settings["concurrency"]["runs"]["max_concurrent_runs"]
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     env.pop("BIFROST_API_KEY", None)
-    bursts = [5] if args.quick else [max(1, burst // 2), burst]
+    bursts = [5] if args.quick else [max(1, args.burst // 2), args.burst]
     peaks: list[dict] = []
     try:
         with fast_emulator(work / "emulator") as emulator:
