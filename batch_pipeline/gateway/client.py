@@ -166,15 +166,19 @@ class BifrostClient:
             provider=provider,
         )
 
-    def download_file_content(self, file_id: str, *, provider: str, dest: Path) -> int:
+    def download_file_content(
+        self, file_id: str, *, provider: str, dest: Path, durable: bool = True
+    ) -> int:
         """Stream a file's raw bytes to `dest` atomically (temp file + rename); returns the size.
-        A connection broken mid-body restarts the download from scratch."""
+        A connection broken mid-body restarts the download from scratch. `durable=False` skips
+        the fsync, for a scratch copy that is read once and deleted."""
         return self._session.download(
             f"/v1/files/{encode_id(file_id)}/content",
             request_type="file_content",
             provider=provider,
             dest=Path(dest),
             accept="*/*",
+            durable=durable,
         )
 
     # --------------------------------------------------------------------------------- batches
@@ -336,15 +340,19 @@ class BifrostClient:
             provider=provider,
         )
 
-    def download_batch_results(self, batch_id: str, *, provider: str, dest: Path) -> int:
+    def download_batch_results(
+        self, batch_id: str, *, provider: str, dest: Path, durable: bool = True
+    ) -> int:
         """Save the results endpoint's answer to `dest` without holding it in memory (atomic,
-        restarted on a broken connection); read it with iter_result_items(dest)."""
+        restarted on a broken connection); read it with iter_result_items(dest). `durable=False`
+        skips the fsync, as for download_file_content."""
         return self._session.download(
             f"/v1/batches/{encode_id(batch_id)}/results",
             request_type="batch_results",
             provider=provider,
             dest=Path(dest),
             accept="application/json",
+            durable=durable,
         )
 
 

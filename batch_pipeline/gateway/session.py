@@ -100,9 +100,18 @@ class GatewaySession:
         self._http.close()
 
     def download(
-        self, path: str, *, request_type: str, provider: str, dest: Path, accept: str
+        self,
+        path: str,
+        *,
+        request_type: str,
+        provider: str,
+        dest: Path,
+        accept: str,
+        durable: bool = True,
     ) -> int:
-        """GET `path` and stream the body into `dest` via a temp file in the same directory."""
+        """GET `path` and stream the body into `dest` via a temp file in the same directory,
+        flushed to disk before the rename unless not `durable` (a scratch copy read once and
+        deleted: forcing it to disk would only cost disk bandwidth)."""
         dest.parent.mkdir(parents=True, exist_ok=True)
 
         def save(response: httpx.Response) -> int:
@@ -115,8 +124,9 @@ class GatewaySession:
                     for chunk in response.iter_bytes():
                         out.write(chunk)
                         size += len(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
+                    if durable:
+                        out.flush()
+                        os.fsync(out.fileno())
                 os.replace(tmp_name, dest)
             except BaseException:
                 Path(tmp_name).unlink(missing_ok=True)

@@ -419,7 +419,10 @@ def _batch_output(
         return []
     provider = record.provider
     traits = provider_traits(provider)
-    results = partial(client.download_batch_results, record.batch_id, provider=provider)
+    # scratch copies, read once and deleted: a crash makes the next collect download them again
+    results = partial(
+        client.download_batch_results, record.batch_id, provider=provider, durable=False
+    )
     wanted: list[_Download] = []
     if record.output_blob or record.error_blob:
         if record.output_blob:
@@ -443,7 +446,12 @@ def _batch_output(
                     _Download(
                         f"{kind} file {file_id}",
                         downloads / f"{kind}-{record.shard_id}.jsonl",
-                        partial(client.download_file_content, file_id, provider=provider),
+                        partial(
+                            client.download_file_content,
+                            file_id,
+                            provider=provider,
+                            durable=False,
+                        ),
                     )
                 )
     elif record.status != "failed" or traits.results_when_failed:

@@ -8,6 +8,7 @@ client alone.
 from __future__ import annotations
 
 import json
+import os
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -135,3 +136,18 @@ def test_download_streams_to_disk(tmp_path: Path) -> None:
     )
     assert sizes == [FILE_BYTES] and dest.stat().st_size == FILE_BYTES
     assert peak < PEAK_LIMIT, peak
+
+
+@pytest.mark.parametrize(("durable", "fsyncs"), [(True, 1), (False, 0)])
+def test_a_download_is_forced_to_disk_unless_it_is_scratch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool, fsyncs: int
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Generated(1000))
+
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    client = BifrostClient("http://127.0.0.1:1", transport=httpx.MockTransport(handler))
+    dest = tmp_path / "output.jsonl"
+    assert client.download_file_content("f", provider="openai", dest=dest, durable=durable) == 1000
+    assert len(synced) == fsyncs and dest.stat().st_size == 1000

@@ -4,6 +4,7 @@ checks and cleanup."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -280,3 +281,23 @@ def test_collect_downloads_a_files_batches_concurrently(
         f"select count(*) from read_parquet('{tmp_path}/results/input_file=wide/*.parquet')"
     ).fetchall()
     assert rows == [(30,)]
+
+
+def test_collect_downloads_are_scratch_and_its_parquet_is_durable(
+    emulator, instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's output is downloaded to a scratch file that is read once and deleted: it is
+    never forced to disk (that only costs disk bandwidth); the Parquet it becomes is."""
+    write_input(tmp_path, "scratch", chat_lines(8))
+    synced: list[str] = []
+    fsync = os.fsync
+
+    def recorded(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recorded)
+    summary = run(driver(instance, emulator.base_url, tmp_path), tmp_path, ["scratch"])
+    assert summary.ok, summary.render()
+    assert any("/results/input_file=scratch/" in path for path in synced), synced
+    assert not [path for path in synced if "/downloads/" in path]
