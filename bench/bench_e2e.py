@@ -17,6 +17,8 @@ emulator's processing time. Usage:
     python bench/bench_e2e.py             # 5,000 and 1,000,000 requests
     python bench/bench_e2e.py --quick     # 5,000 requests, a CI smoke run
     python bench/bench_e2e.py --requests 100000 --profile 25   # one size, top 25 functions
+    python bench/bench_e2e.py --requests 200000 --upload-seconds 2   # a gateway that takes 2 s
+                                                                      # per upload (a provider's)
 """
 
 from __future__ import annotations
@@ -199,6 +201,14 @@ def _cpu_seconds(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def hold_uploads(base_url: str, seconds: float) -> None:
+    """Make every file upload take `seconds` more (the emulator's `slow` fault, never spent)."""
+    import httpx
+
+    fault = {"kind": "slow", "routes": ["file_upload"], "count": None, "delay": seconds}
+    httpx.post(f"{base_url}/_emulator/faults", json=fault).raise_for_status()
+
+
 def emulator_window(base_url: str, batch_ids: list[str]) -> dict:
     """When the emulator first created and last completed the batches (its own records)."""
     from urllib.parse import quote
@@ -246,7 +256,9 @@ def peak_between(samples: list[list[float]], start: float, end: float) -> str:
     return "-" if peak is None else f"{peak:.0f}"
 
 
-def report(run: dict, emulator: dict, requests: int, megabytes: float, poll_interval: float):
+def report(
+    run: dict, emulator: dict, requests: int, megabytes: float, poll_interval: float, held: float
+):
     """Print the timeline and the split between pipeline and emulator; the goal's figures."""
     cut = phases(run)
     total = run["exited"] - run["spawned"]
@@ -256,7 +268,8 @@ def report(run: dict, emulator: dict, requests: int, megabytes: float, poll_inte
     print()
     print(
         f"End to end: {requests:,} requests ({megabytes:.0f} MB, {len(run['batch_ids'])} "
-        f"batches, poll interval {poll_interval:g} s); {machine()}"
+        f"batches, poll interval {poll_interval:g} s"
+        f"{f', each upload held {held:g} s' if held else ''}); {machine()}"
     )
     header = f"{'phase':<46} {'seconds':>8} {'share':>6} {'peak RSS MiB':>13}"
     print(header)
@@ -304,6 +317,13 @@ def main() -> int:
     parser.add_argument("--poll-interval", type=float, default=1.0, help="as `run` (default 1 s)")
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument(
+        "--upload-seconds",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="hold each file upload S s, as a gateway passing it on to its provider does",
+    )
+    parser.add_argument(
         "--profile",
         type=int,
         default=0,
@@ -321,6 +341,8 @@ def main() -> int:
     figures = {}
     try:
         with fast_emulator(work / "emulator") as emulator:
+            if args.upload_seconds:
+                hold_uploads(emulator.base_url, args.upload_seconds)
             for requests in sizes:
                 path = work / f"e2e_{requests}.jsonl"
                 generate(path, requests, args.seed)
@@ -328,7 +350,9 @@ def main() -> int:
                 print(f"running {requests:,} requests through the pipeline ...", flush=True)
                 run = measure(path, emulator.base_url, work, args.poll_interval, args.profile)
                 window = emulator_window(emulator.base_url, run["batch_ids"])
-                figures[requests] = report(run, window, requests, megabytes, args.poll_interval)
+                figures[requests] = report(
+                    run, window, requests, megabytes, args.poll_interval, args.upload_seconds
+                )
                 path.unlink()
     finally:
         shutil.rmtree(work, ignore_errors=True)

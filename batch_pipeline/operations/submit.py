@@ -14,6 +14,7 @@ import re
 import tempfile
 import time
 from collections.abc import Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ INPUT_KEY = "bp_input"
 MAX_RATE_LIMIT_WAIT_SECONDS = 120.0
 # After a create whose answer was lost, a gateway may list the batch only a little later.
 CREATE_SETTLE_SECONDS = 60.0
+PARALLEL_UPLOADS = 4  # shard files uploaded at once, ahead of their creates
 
 
 class SubmissionError(BatchPipelineError):
@@ -112,23 +114,26 @@ def submit_plan(
             store.exclusive(plan.input_name, "submit") as hold,
         ):
             register_plan(store, plan, estimates or {})
-            return [
-                _submit_shard(
-                    client,
-                    store,
-                    plan.input_name,
-                    shard,
-                    hold=hold,
-                    completion_window=completion_window,
-                    assume_not_created=shard.shard_id in assume_not_created,
-                    adopted=(adopt or {}).get(shard.shard_id),
-                    gate=gate,
-                    settle_seconds=settle_seconds,
-                    options=options,
-                    blobs=blobs,
-                )
-                for shard in plan.shards
-            ]
+            ahead = [] if gate is not None else _uploads_ahead(store, plan, options, adopt or {})
+            with UploadsAhead(client, store, plan.input_name, ahead) as uploads:
+                return [
+                    _submit_shard(
+                        client,
+                        store,
+                        plan.input_name,
+                        shard,
+                        hold=hold,
+                        completion_window=completion_window,
+                        assume_not_created=shard.shard_id in assume_not_created,
+                        adopted=(adopt or {}).get(shard.shard_id),
+                        gate=gate,
+                        settle_seconds=settle_seconds,
+                        options=options,
+                        blobs=blobs,
+                        uploads=uploads,
+                    )
+                    for shard in plan.shards
+                ]
     except (ManifestBusy, LockLost) as exc:
         raise SubmissionError(f"{exc}; nothing more was sent") from None
 
@@ -208,6 +213,7 @@ def _submit_shard(
     settle_seconds: float,
     options: ProviderOptions,
     blobs: AzureBlobClient | None,
+    uploads: UploadsAhead,
 ) -> SubmitOutcome:
     manifest = store.load(name)
     assert manifest is not None
@@ -245,7 +251,7 @@ def _submit_shard(
     mode = submit_mode(shard.provider, options)
     input_file_id = record.input_file_id
     if mode == "file" and not input_file_id:
-        input_file_id = _upload(client, shard)
+        input_file_id = uploads.take(shard)
         store.record(name, shard.shard_id, input_file_id=input_file_id)
     input_blob = _put_blob(blobs, name, shard, options) if mode == "blob" else None
 
@@ -311,6 +317,60 @@ def submit_mode(provider: str, options: ProviderOptions) -> SubmitMode:
     if provider == "azure" and options.azure_input == "blob":
         return "blob"
     return provider_traits(provider).submit_mode
+
+
+def _uploads_ahead(
+    store: ManifestStore, plan: InputPlan, options: ProviderOptions, adopt: Mapping[str, str]
+) -> list[Shard]:
+    """The shards this submit will upload as files: no file, no batch, not ended or adopted."""
+    manifest = store.load(plan.input_name)
+    assert manifest is not None
+    return [
+        shard
+        for shard in plan.shards
+        if submit_mode(shard.provider, options) == "file"
+        and shard.shard_id not in adopt
+        and not (record := manifest.shards[shard.shard_id]).input_file_id
+        and not record.batch_id
+        and not record.terminal
+    ]
+
+
+class UploadsAhead:
+    """Shard uploads running ahead of their creates, PARALLEL_UPLOADS at a time, in shard order.
+
+    An upload makes nothing that is paid for, so uploads need not wait for the creates: the
+    next shards' files travel while a batch is created. The submit loop takes each file id in
+    shard order and records it before the create, as it would after its own upload; when the
+    loop stops early (a refusal, an error), the uploads it did not reach are recorded as they
+    end, so the next submit reuses them instead of leaving them orphaned at the gateway.
+    """
+
+    def __init__(
+        self, client: BifrostClient, store: ManifestStore, name: str, shards: list[Shard]
+    ) -> None:
+        self._client, self._store, self._name = client, store, name
+        self._pool = ThreadPoolExecutor(PARALLEL_UPLOADS, thread_name_prefix="upload")
+        self._ahead = {s.shard_id: self._pool.submit(_upload, client, s) for s in shards}
+
+    def __enter__(self) -> UploadsAhead:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if kind is not None and issubclass(kind, (LockLost, ManifestBusy)):
+            return  # another submit owns the manifest now: its uploads are its own
+        for shard_id, upload in self._ahead.items():
+            if upload.cancelled() or upload.exception() is not None:
+                continue
+            record = self._store.load(self._name).shards[shard_id]  # type: ignore[union-attr]
+            if not (record.input_file_id or record.batch_id or record.terminal):
+                self._store.record(self._name, shard_id, input_file_id=upload.result())
+
+    def take(self, shard: Shard) -> str:
+        """The file id of a shard's upload: the one under way ahead, else uploaded now."""
+        upload = self._ahead.pop(shard.shard_id, None)
+        return upload.result() if upload is not None else _upload(self._client, shard)
 
 
 def _upload(client: BifrostClient, shard: Shard) -> str:

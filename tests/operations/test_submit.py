@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from batch_pipeline.ledger.layout import DataLayout
 from batch_pipeline.ledger.manifest import ManifestStore
 from batch_pipeline.operations.submit import (
     INPUT_KEY,
+    PARALLEL_UPLOADS,
     SHARD_KEY,
     SubmissionError,
     SubmissionUncertain,
@@ -247,3 +249,63 @@ def test_an_intent_written_by_another_submit_stops_this_one(
         submit_plan(client, store, plan)
     assert counters(emulator.base_url)["batches_created"] == 0
     assert store.load("raced").shards[shard.shard_id].intent_at == 123.0  # theirs, untouched
+
+
+def _six_shards(root: Path, name: str) -> InputPlan:
+    limits = {"max_requests": 5, "max_bytes": 10**6, "max_bytes_per_request": 10**5}
+    return _plan(root, name, chat_lines(30), **limits)
+
+
+def test_uploads_run_a_few_at_once_ahead_of_the_creates(
+    emulator, client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shard files upload concurrently (at most PARALLEL_UPLOADS), each batch is created once
+    from its own shard's file."""
+    plan = _six_shards(tmp_path, "wide")
+    together = threading.Barrier(2, timeout=20)  # broken unless two uploads overlap
+    calls = running = most = 0
+    lock = threading.Lock()
+    upload = BifrostClient.upload_file
+
+    def counted(self: BifrostClient, *args, **kwargs):
+        nonlocal calls, running, most
+        with lock:
+            calls, running = calls + 1, running + 1
+            most, first_two = max(most, running), calls <= 2
+        try:
+            if first_two:
+                together.wait()
+            return upload(self, *args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(BifrostClient, "upload_file", counted)
+    store = ManifestStore(tmp_path / "batches")
+    outcomes = submit_plan(client, store, plan)
+    assert calls == 6 and 2 <= most <= PARALLEL_UPLOADS
+    assert creates_per_shard(emulator.base_url) == {s.shard_id: 1 for s in plan.shards}
+    manifest = store.load("wide")
+    for shard, outcome in zip(plan.shards, outcomes, strict=True):
+        batch = client.retrieve_batch(outcome.batch_id, provider="openai")
+        assert batch.input_file_id == manifest.shards[shard.shard_id].input_file_id
+        assert batch.request_counts.total == shard.request_count
+
+
+def test_a_refused_create_keeps_the_uploads_it_did_not_reach(
+    emulator, client, tmp_path: Path
+) -> None:
+    """The second create is refused: the uploads already made for the shards after it are
+    recorded, so the next submit uploads only the refused shard again."""
+    plan = _six_shards(tmp_path, "refused")
+    store = ManifestStore(tmp_path / "batches")
+    arm(emulator.base_url, kind="not_found", routes=["batch_create"], skip=1, count=1)
+    with pytest.raises(SubmissionError, match="refused"):
+        submit_plan(client, store, plan)
+    records = list(store.load("refused").shards.values())
+    assert records[0].batch_id and not records[1].input_file_id
+    assert all(r.input_file_id and not r.batch_id for r in records[2:])
+    assert counters(emulator.base_url)["files_uploaded"] == 6
+    submit_plan(client, store, plan)
+    assert counters(emulator.base_url)["files_uploaded"] == 7
+    assert creates_per_shard(emulator.base_url) == {s.shard_id: 1 for s in plan.shards}
