@@ -115,7 +115,7 @@ def submit_plan(
         ):
             register_plan(store, plan, estimates or {})
             ahead = [] if gate is not None else _uploads_ahead(store, plan, options, adopt or {})
-            with UploadsAhead(client, store, plan.input_name, ahead) as uploads:
+            with _UploadsAhead(client, store, plan.input_name, ahead) as uploads:
                 return [
                     _submit_shard(
                         client,
@@ -213,7 +213,7 @@ def _submit_shard(
     settle_seconds: float,
     options: ProviderOptions,
     blobs: AzureBlobClient | None,
-    uploads: UploadsAhead,
+    uploads: _UploadsAhead,
 ) -> SubmitOutcome:
     manifest = store.load(name)
     assert manifest is not None
@@ -336,13 +336,13 @@ def _uploads_ahead(
     ]
 
 
-class UploadsAhead:
+class _UploadsAhead:
     """Shard uploads running ahead of their creates, PARALLEL_UPLOADS at a time, in shard order.
 
     An upload makes nothing that is paid for, so uploads need not wait for the creates: the
     next shards' files travel while a batch is created. The submit loop takes each file id in
     shard order and records it before the create, as it would after its own upload; when the
-    loop stops early (a refusal, an error), the uploads it did not reach are recorded as they
+    loop stops early (a refusal, an error), the uploads it did not reach are recorded once they
     end, so the next submit reuses them instead of leaving them orphaned at the gateway.
     """
 
@@ -353,13 +353,15 @@ class UploadsAhead:
         self._pool = ThreadPoolExecutor(PARALLEL_UPLOADS, thread_name_prefix="upload")
         self._ahead = {s.shard_id: self._pool.submit(_upload, client, s) for s in shards}
 
-    def __enter__(self) -> UploadsAhead:
+    def __enter__(self) -> _UploadsAhead:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        if kind is not None and issubclass(kind, (LockLost, ManifestBusy)):
-            return  # another submit owns the manifest now: its uploads are its own
+        # An interrupt (Ctrl-C, a run's termination) does not wait for the uploads under way.
+        interrupted = kind is not None and not issubclass(kind, Exception)
+        self._pool.shutdown(wait=not interrupted, cancel_futures=True)
+        if interrupted or (kind is not None and issubclass(kind, (LockLost, ManifestBusy))):
+            return  # nothing more is written: the next submit uploads what it needs again
         for shard_id, upload in self._ahead.items():
             if upload.cancelled() or upload.exception() is not None:
                 continue

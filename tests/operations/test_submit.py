@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -309,3 +310,25 @@ def test_a_refused_create_keeps_the_uploads_it_did_not_reach(
     submit_plan(client, store, plan)
     assert counters(emulator.base_url)["files_uploaded"] == 7
     assert creates_per_shard(emulator.base_url) == {s.shard_id: 1 for s in plan.shards}
+
+
+def test_an_interrupt_does_not_wait_for_the_uploads_under_way(
+    emulator, client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C (or a run's termination) during a create returns at once: the uploads still
+    travelling are left to end on their own and nothing more is recorded."""
+    plan = _six_shards(tmp_path, "stopped")
+    store = ManifestStore(tmp_path / "batches")
+    arm(emulator.base_url, kind="slow", routes=["file_upload"], skip=1, count=None, delay=20.0)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(BifrostClient, "create_batch", interrupted)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        submit_plan(client, store, plan)
+    assert time.monotonic() - started < 10.0  # not the 20 s the other uploads are held
+    records = list(store.load("stopped").shards.values())
+    assert records[0].input_file_id and records[0].batch_id is None
+    assert not any(r.input_file_id for r in records[1:])
