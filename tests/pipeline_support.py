@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +75,29 @@ def arm(base_url: str, **fault: Any) -> None:
 def creates_per_shard(base_url: str) -> dict[str, int]:
     """How many batches the emulator created for each shard id (from batch metadata)."""
     return counters(base_url)["batches_by_metadata"].get("bp_shard", {})
+
+
+class Overlap:
+    """Counts the calls of a wrapped method and how many ran at once. The first two calls wait
+    for each other, so a test whose calls never overlap fails (the barrier breaks) instead of
+    passing by luck."""
+
+    def __init__(self) -> None:
+        self.calls = self.running = self.most = 0
+        self._lock = threading.Lock()
+        self._together = threading.Barrier(2, timeout=20)
+
+    def wrap(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(owner: Any, *args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                self.calls, self.running = self.calls + 1, self.running + 1
+                self.most, first_two = max(self.most, self.running), self.calls <= 2
+            try:
+                if first_two:
+                    self._together.wait()
+                return method(owner, *args, **kwargs)
+            finally:
+                with self._lock:
+                    self.running -= 1
+
+        return counted

@@ -5,7 +5,6 @@ checks and cleanup."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import duckdb
 import httpx
 import pytest
 from driver_support import driver, run, submit, tick_until
-from pipeline_support import chat_lines, counters, write_input
+from pipeline_support import Overlap, chat_lines, counters, write_input
 
 from batch_pipeline.gateway import BifrostClient, NotFoundError
 from batch_pipeline.integration.checks import RETENTION_CHECK, STUCK_CHECK
@@ -254,29 +253,13 @@ def test_collect_downloads_a_files_batches_concurrently(
     for number, line in enumerate(lines, 1):
         line["custom_id"] = f"req-{number:04d}"
     write_input(tmp_path, "wide", lines)
-    together = threading.Barrier(2, timeout=20)  # broken unless two downloads overlap
-    calls = running = most = 0
-    lock = threading.Lock()
-    download = BifrostClient.download_file_content
-
-    def counted(client: BifrostClient, *args, **kwargs):
-        nonlocal calls, running, most
-        with lock:
-            calls, running = calls + 1, running + 1
-            most, first_two = max(most, running), calls <= 2
-        try:
-            if first_two:
-                together.wait()
-            return download(client, *args, **kwargs)
-        finally:
-            with lock:
-                running -= 1
-
-    monkeypatch.setattr(BifrostClient, "download_file_content", counted)
+    downloads = Overlap()
+    wrapped = downloads.wrap(BifrostClient.download_file_content)
+    monkeypatch.setattr(BifrostClient, "download_file_content", wrapped)
     summary = run(driver(instance, emulator.base_url, tmp_path), tmp_path, ["wide"])
     assert summary.ok, summary.render()
     assert counters(emulator.base_url)["batches_created"] == 6
-    assert 2 <= most <= collect_module.PARALLEL_DOWNLOADS
+    assert 2 <= downloads.most <= collect_module.PARALLEL_DOWNLOADS
     rows = duckdb.sql(
         f"select count(*) from read_parquet('{tmp_path}/results/input_file=wide/*.parquet')"
     ).fetchall()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from pipeline_support import (
+    Overlap,
     anthropic_lines,
     arm,
     chat_lines,
@@ -263,28 +263,11 @@ def test_uploads_run_a_few_at_once_ahead_of_the_creates(
     """Shard files upload concurrently (at most PARALLEL_UPLOADS), each batch is created once
     from its own shard's file."""
     plan = _six_shards(tmp_path, "wide")
-    together = threading.Barrier(2, timeout=20)  # broken unless two uploads overlap
-    calls = running = most = 0
-    lock = threading.Lock()
-    upload = BifrostClient.upload_file
-
-    def counted(self: BifrostClient, *args, **kwargs):
-        nonlocal calls, running, most
-        with lock:
-            calls, running = calls + 1, running + 1
-            most, first_two = max(most, running), calls <= 2
-        try:
-            if first_two:
-                together.wait()
-            return upload(self, *args, **kwargs)
-        finally:
-            with lock:
-                running -= 1
-
-    monkeypatch.setattr(BifrostClient, "upload_file", counted)
+    uploads = Overlap()
+    monkeypatch.setattr(BifrostClient, "upload_file", uploads.wrap(BifrostClient.upload_file))
     store = ManifestStore(tmp_path / "batches")
     outcomes = submit_plan(client, store, plan)
-    assert calls == 6 and 2 <= most <= PARALLEL_UPLOADS
+    assert uploads.calls == 6 and 2 <= uploads.most <= PARALLEL_UPLOADS
     assert creates_per_shard(emulator.base_url) == {s.shard_id: 1 for s in plan.shards}
     manifest = store.load("wide")
     for shard, outcome in zip(plan.shards, outcomes, strict=True):
