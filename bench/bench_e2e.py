@@ -17,8 +17,7 @@ emulator's processing time. Usage:
     python bench/bench_e2e.py             # 5,000 and 1,000,000 requests
     python bench/bench_e2e.py --quick     # 5,000 requests, a CI smoke run
     python bench/bench_e2e.py --requests 100000 --profile 25   # one size, top 25 functions
-    python bench/bench_e2e.py --requests 200000 --upload-seconds 2   # a gateway that takes 2 s
-                                                                      # per upload (a provider's)
+    python bench/bench_e2e.py --requests 200000 --upload-seconds 2   # each upload held 2 s
 """
 
 from __future__ import annotations
@@ -202,7 +201,8 @@ def _cpu_seconds(who: int) -> float:
 
 
 def hold_uploads(base_url: str, seconds: float) -> None:
-    """Make every file upload take `seconds` more (the emulator's `slow` fault, never spent)."""
+    """Make every file upload take `seconds` more: the emulator's `slow` fault, for all of them
+    (a gateway passing each file on to its provider)."""
     import httpx
 
     fault = {"kind": "slow", "routes": ["file_upload"], "count": None, "delay": seconds}
