@@ -18,6 +18,7 @@ emulator's processing time. Usage:
     python bench/bench_e2e.py --quick     # 5,000 requests, a CI smoke run
     python bench/bench_e2e.py --requests 100000 --profile 25   # one size, top 25 functions
     python bench/bench_e2e.py --requests 200000 --upload-seconds 2   # each upload held 2 s
+    python bench/bench_e2e.py --quick --without-pandas   # as a base install (pandas is dev-only)
 """
 
 from __future__ import annotations
@@ -149,7 +150,18 @@ def _current_rss_mib() -> float:
     return 0.0
 
 
-def _child(args: list[str], profile: int) -> None:
+class _WithoutPandas:
+    """An import finder that answers as if pandas were not installed (a base install: pandas
+    is a dev dependency here, and pyarrow imports it on first use wherever it is installed)."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+def _child(args: list[str], profile: int, without_pandas: bool) -> None:
+    if without_pandas:
+        sys.meta_path.insert(0, _WithoutPandas())
     from batch_pipeline.cli import exit_now  # how the command ends, so its exit is measured too
 
     path, base_url, data_dir, poll_interval = args
@@ -172,7 +184,9 @@ def _child(args: list[str], profile: int) -> None:
 # ----------------------------------------------------------------------------- the parent
 
 
-def measure(path: Path, base_url: str, work: Path, poll_interval: float, profile: int) -> dict:
+def measure(
+    path: Path, base_url: str, work: Path, poll_interval: float, profile: int, without_pandas: bool
+) -> dict:
     """Run the pipeline in a fresh process, as the command runs (no DAGSTER_HOME: an ephemeral
     instance); its figures, with when the process was spawned and when it had exited."""
     from batch_pipeline.cli import use_arrow_memory_pool
@@ -182,6 +196,7 @@ def measure(path: Path, base_url: str, work: Path, poll_interval: float, profile
     data = work / f"data-{path.stem}"
     command = [sys.executable, __file__, "--child", str(path), base_url, str(data)]
     command += [str(poll_interval), "--profile", str(profile)]
+    command += ["--without-pandas"] if without_pandas else []
     before = _cpu_seconds(resource.RUSAGE_CHILDREN), _cpu_seconds(resource.RUSAGE_SELF)
     spawned = time.time()
     child = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -258,7 +273,7 @@ def peak_between(samples: list[list[float]], start: float, end: float) -> str:
 
 def report(
     run: dict, emulator: dict, requests: int, megabytes: float, poll_interval: float, held: float
-):
+) -> dict:
     """Print the timeline and the split between pipeline and emulator; the goal's figures."""
     cut = phases(run)
     total = run["exited"] - run["spawned"]
@@ -330,10 +345,15 @@ def main() -> int:
         metavar="N",
         help="print the pipeline process's top N functions by own time",
     )
+    parser.add_argument(
+        "--without-pandas",
+        action="store_true",
+        help="run the pipeline as if pandas were not installed, as in a base install",
+    )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(args.child, args.profile)
+        _child(args.child, args.profile, args.without_pandas)
         return 0
 
     sizes = [args.requests] if args.requests else [SMALL] if args.quick else [SMALL, LARGE]
@@ -343,12 +363,21 @@ def main() -> int:
         with fast_emulator(work / "emulator") as emulator:
             if args.upload_seconds:
                 hold_uploads(emulator.base_url, args.upload_seconds)
+            if args.without_pandas:
+                print("the pipeline's process runs without pandas, as a base install does")
             for requests in sizes:
                 path = work / f"e2e_{requests}.jsonl"
                 generate(path, requests, args.seed)
                 megabytes = path.stat().st_size / 1e6
                 print(f"running {requests:,} requests through the pipeline ...", flush=True)
-                run = measure(path, emulator.base_url, work, args.poll_interval, args.profile)
+                run = measure(
+                    path,
+                    emulator.base_url,
+                    work,
+                    args.poll_interval,
+                    args.profile,
+                    args.without_pandas,
+                )
                 window = emulator_window(emulator.base_url, run["batch_ids"])
                 figures[requests] = report(
                     run, window, requests, megabytes, args.poll_interval, args.upload_seconds
