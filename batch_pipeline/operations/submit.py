@@ -252,7 +252,6 @@ def _submit_shard(
     input_file_id = record.input_file_id
     if mode == "file" and not input_file_id:
         input_file_id = uploads.take(shard)
-        store.record(name, shard.shard_id, input_file_id=input_file_id)
     input_blob = _put_blob(blobs, name, shard, options) if mode == "blob" else None
 
     with store.update(name) as manifest:
@@ -340,10 +339,10 @@ class _UploadsAhead:
     """Shard uploads running ahead of their creates, PARALLEL_UPLOADS at a time, in shard order.
 
     An upload makes nothing that is paid for, so uploads need not wait for the creates: the
-    next shards' files travel while a batch is created. The submit loop takes each file id in
-    shard order and records it before the create, as it would after its own upload; when the
-    loop stops early (a refusal, an error), the uploads it did not reach are recorded once they
-    end, so the next submit reuses them instead of leaving them orphaned at the gateway.
+    next shards' files travel while a batch is created. Each file id is recorded in the
+    manifest as soon as its upload ends, before the loop creates that shard's batch, so a
+    refusal, an error or a crash leaves at most the uploads under way unrecorded; the next
+    submit reuses the recorded ones.
     """
 
     def __init__(
@@ -351,7 +350,10 @@ class _UploadsAhead:
     ) -> None:
         self._client, self._store, self._name = client, store, name
         self._pool = ThreadPoolExecutor(PARALLEL_UPLOADS, thread_name_prefix="upload")
-        self._ahead = {s.shard_id: self._pool.submit(_upload, client, s) for s in shards}
+        self._ahead = {
+            s.shard_id: self._pool.submit(_upload_and_record, client, store, name, s)
+            for s in shards
+        }
 
     def __enter__(self) -> _UploadsAhead:
         return self
@@ -360,19 +362,20 @@ class _UploadsAhead:
         # An interrupt (Ctrl-C, a run's termination) does not wait for the uploads under way.
         interrupted = kind is not None and not issubclass(kind, Exception)
         self._pool.shutdown(wait=not interrupted, cancel_futures=True)
-        if interrupted or (kind is not None and issubclass(kind, (LockLost, ManifestBusy))):
-            return  # nothing more is written: the next submit uploads what it needs again
-        for shard_id, upload in self._ahead.items():
-            if upload.cancelled() or upload.exception() is not None:
-                continue
-            record = self._store.load(self._name).shards[shard_id]  # type: ignore[union-attr]
-            if not (record.input_file_id or record.batch_id or record.terminal):
-                self._store.record(self._name, shard_id, input_file_id=upload.result())
 
     def take(self, shard: Shard) -> str:
-        """The file id of a shard's upload: the one under way ahead, else uploaded now."""
+        """The recorded file id of a shard: its upload ahead, else one uploaded now."""
         upload = self._ahead.pop(shard.shard_id, None)
-        return upload.result() if upload is not None else _upload(self._client, shard)
+        if upload is not None:
+            return upload.result()
+        return _upload_and_record(self._client, self._store, self._name, shard)
+
+
+def _upload_and_record(client: BifrostClient, store: ManifestStore, name: str, shard: Shard) -> str:
+    """Upload a shard and record its file id before anything may create its batch."""
+    input_file_id = _upload(client, shard)
+    store.record(name, shard.shard_id, input_file_id=input_file_id)
+    return input_file_id
 
 
 def _upload(client: BifrostClient, shard: Shard) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -299,7 +300,7 @@ def test_an_interrupt_does_not_wait_for_the_uploads_under_way(
     emulator, client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ctrl-C (or a run's termination) during a create returns at once: the uploads still
-    travelling are left to end on their own and nothing more is recorded."""
+    travelling are left to end (and be recorded) on their own."""
     plan = _six_shards(tmp_path, "stopped")
     store = ManifestStore(tmp_path / "batches")
     arm(emulator.base_url, kind="slow", routes=["file_upload"], skip=1, count=None, delay=20.0)
@@ -315,3 +316,29 @@ def test_an_interrupt_does_not_wait_for_the_uploads_under_way(
     records = list(store.load("stopped").shards.values())
     assert records[0].input_file_id and records[0].batch_id is None
     assert not any(r.input_file_id for r in records[1:])
+
+
+def test_each_upload_is_recorded_as_it_ends_before_the_creates(
+    emulator, client, tmp_path: Path
+) -> None:
+    """While the first create is held, the other shards' uploads end and their file ids are
+    already in the manifest: a crash then leaves no finished upload unrecorded."""
+    plan = _six_shards(tmp_path, "early")
+    store = ManifestStore(tmp_path / "batches")
+    arm(emulator.base_url, kind="slow", routes=["batch_create"], count=1, delay=5.0)
+    submitting = threading.Thread(target=submit_plan, args=(client, store, plan))
+    submitting.start()
+    try:
+        deadline = time.monotonic() + 30
+        while counters(emulator.base_url)["files_uploaded"] < 6:
+            assert time.monotonic() < deadline, "the uploads never ended"
+            time.sleep(0.05)
+        records = store.load("early").shards.values()
+        while not all(r.input_file_id for r in records):  # recorded right after each upload
+            assert time.monotonic() < deadline, "the file ids were never recorded"
+            time.sleep(0.05)
+            records = store.load("early").shards.values()
+        assert counters(emulator.base_url)["batches_created"] <= 1  # the first create is held
+    finally:
+        submitting.join(timeout=60)
+    assert creates_per_shard(emulator.base_url) == {s.shard_id: 1 for s in plan.shards}
