@@ -274,7 +274,9 @@ def test_uploads_run_a_few_at_once_ahead_of_the_creates(
     for shard, outcome in zip(plan.shards, outcomes, strict=True):
         batch = client.retrieve_batch(outcome.batch_id, provider="openai")
         assert batch.input_file_id == manifest.shards[shard.shard_id].input_file_id
-        assert batch.request_counts.total == shard.request_count
+        sent = tmp_path / f"sent-{shard.shard_id}.jsonl"
+        client.download_file_content(batch.input_file_id, provider="openai", dest=sent)
+        assert sent.read_bytes() == Path(shard.path).read_bytes()  # its own shard's requests
 
 
 def test_a_refused_create_keeps_the_uploads_it_did_not_reach(
@@ -303,19 +305,30 @@ def test_an_interrupt_does_not_wait_for_the_uploads_under_way(
     travelling are left to end (and be recorded) on their own."""
     plan = _six_shards(tmp_path, "stopped")
     store = ManifestStore(tmp_path / "batches")
-    arm(emulator.base_url, kind="slow", routes=["file_upload"], skip=1, count=None, delay=20.0)
+    first = plan.shards[0].shard_id
+    released = threading.Event()
+    upload = BifrostClient.upload_file
+
+    def held_but_the_first(self: BifrostClient, path, *args, **kwargs):
+        if first not in str(path):
+            released.wait(timeout=60)  # under way until the test ends
+        return upload(self, path, *args, **kwargs)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
+    monkeypatch.setattr(BifrostClient, "upload_file", held_but_the_first)
     monkeypatch.setattr(BifrostClient, "create_batch", interrupted)
     started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        submit_plan(client, store, plan)
-    assert time.monotonic() - started < 10.0  # not the 20 s the other uploads are held
-    records = list(store.load("stopped").shards.values())
-    assert records[0].input_file_id and records[0].batch_id is None
-    assert not any(r.input_file_id for r in records[1:])
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            submit_plan(client, store, plan)
+        assert time.monotonic() - started < 30.0  # not the 60 s the other uploads are held
+        records = list(store.load("stopped").shards.values())
+        assert records[0].input_file_id and records[0].batch_id is None
+        assert not any(r.input_file_id for r in records[1:])
+    finally:
+        released.set()
 
 
 def test_each_upload_is_recorded_as_it_ends_before_the_creates(
