@@ -16,6 +16,7 @@ printed beside the figures. Usage:
     python bench/bench_results.py                  # 200k and 1M lines of each shape (~5 GB once)
     python bench/bench_results.py --shapes chat    # one shape
     python bench/bench_results.py --quick          # 20k lines of each shape, a CI smoke run
+    python bench/bench_results.py --without-pandas # ours as a base install runs (no pandas)
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench_common import hide_pandas
 
 BENCH_DIR = Path(__file__).resolve().parent
 VARIANTS = ("ours", "baseline", "floor")
@@ -77,11 +80,14 @@ def convert(variant: str, output: Path, errors: Path, out_dir: Path) -> dict[str
     return {"seconds": seconds, "peak_rss_mb": peak_mb, "rows": rows}
 
 
-def run_variant(variant: str, output: Path, errors: Path, work: Path) -> dict[str, float]:
+def run_variant(
+    variant: str, output: Path, errors: Path, work: Path, without_pandas: bool
+) -> dict[str, float]:
     """Run a variant in a fresh interpreter and return its measurements."""
     out_dir = work / f"out-{variant}"
+    command = [sys.executable, __file__, "--worker", variant, *map(str, (output, errors, out_dir))]
     proc = subprocess.run(
-        [sys.executable, __file__, "--worker", variant, str(output), str(errors), str(out_dir)],
+        command + (["--without-pandas"] if without_pandas and variant == "ours" else []),
         capture_output=True,
         text=True,
         check=False,
@@ -124,8 +130,10 @@ def ensure_files(work: Path, lines: int, seed: int, shape: str) -> tuple[Path, P
     return output, errors
 
 
-def best_of(repeat: int, variant: str, output: Path, errors: Path, work: Path) -> dict:
-    runs = [run_variant(variant, output, errors, work) for _ in range(repeat)]
+def best_of(
+    repeat: int, variant: str, output: Path, errors: Path, work: Path, without_pandas: bool
+) -> dict:
+    runs = [run_variant(variant, output, errors, work, without_pandas) for _ in range(repeat)]
     best = min(runs, key=lambda run: run["seconds"])
     return best | {"peak_rss_mb": max(run["peak_rss_mb"] for run in runs)}
 
@@ -178,6 +186,11 @@ def main() -> int:
         help="run the baseline only on files of at most this many lines (pandas needs ~21 GB "
         "for 1M embeddings)",
     )
+    parser.add_argument(
+        "--without-pandas",
+        action="store_true",
+        help="run ours as if pandas were not installed, as in a base install",
+    )
     parser.add_argument("--work-dir", type=Path, default=BENCH_DIR / "out")
     parser.add_argument(
         "--worker", nargs=4, metavar=("VARIANT", "OUTPUT", "ERRORS", "OUT"), help=argparse.SUPPRESS
@@ -185,6 +198,8 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.worker:
+        if args.without_pandas:
+            hide_pandas()
         variant, output, errors, out_dir = args.worker
         print(json.dumps(convert(variant, Path(output), Path(errors), Path(out_dir))))
         return 0
@@ -211,19 +226,21 @@ def main() -> int:
                     continue
                 repeat = 1 if variant == "baseline" else args.repeat
                 print(f"running {variant} on {size:,} {shape} lines ...", flush=True)
-                result = best_of(repeat, variant, output, errors, work)
+                result = best_of(repeat, variant, output, errors, work, args.without_pandas)
                 if result["rows"] != size and variant == "ours":
                     raise SystemExit(f"bench: ours wrote {result['rows']} rows for {size} lines")
                 rows.append((shape, variant, size, megabytes, result))
 
-    report(rows, args.seed)
+    report(rows, args.seed, args.without_pandas)
     return 0
 
 
-def report(rows: list[Row], seed: int) -> None:
+def report(rows: list[Row], seed: int, without_pandas: bool) -> None:
     """Print the table and, per shape and size, the goals with their verdicts."""
     print()
     print(f"Result conversion to Parquet (seed {seed}); machine: {machine()}")
+    if without_pandas:
+        print("ours ran as if pandas were not installed, as in a base install")
     header = (
         f"{'shape':<11} {'variant':<9} {'lines':>10} {'MB':>7} {'time s':>8} "
         f"{'vs baseline':>12} {'vs floor':>9} {'lines/s':>10} {'peak RSS MB':>12}"
