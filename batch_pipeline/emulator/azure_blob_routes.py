@@ -1,4 +1,4 @@
-"""Azure Blob Storage's Put Blob and Get Blob, Azurite-style (`/azure-blob/{account}/{container}/
+"""Azure Blob Storage's Put, Get and Delete Blob, Azurite-style (`/azure-blob/{account}/{container}/
 {path}`), over the simulated store the `/v1` Azure blob batches read
 (`https://{account}.blob.core.windows.net/{container}/{path}`). Not a Bifrost route: requests
 carry a SAS token (`sig` in the query), never the gateway's keys; errors are Azure's XML."""
@@ -31,12 +31,14 @@ def _azure_error(status: int, code: str, message: str) -> ApiError:
 
 
 class AzureBlobRoutes(IntegrationRoutes):
-    """Put Blob (block blobs only) and Get Blob, as the pipeline's blob client calls them."""
+    """Put Blob (block blobs only), Get Blob and Delete Blob, as the pipeline's blob client
+    calls them."""
 
     def routes(self) -> list[Route]:
         return [
             ("PUT", BLOB, "blob_put", self.put_blob),
             ("GET", BLOB, "blob_get", self.get_blob),
+            ("DELETE", BLOB, "blob_delete", self.delete_blob),
         ]
 
     def render_error(
@@ -143,3 +145,14 @@ class AzureBlobRoutes(IntegrationRoutes):
             (b"x-ms-version", API_VERSION.encode()),
         ]
         return download
+
+    async def delete_blob(self, call: Call) -> Response:
+        """Delete Blob: 202 once the blob is gone; 404 BlobNotFound when there is none."""
+        uri = self._uri(call)
+        found = objects.get_object(self.rt.store, uri)
+        if found is None:
+            raise _azure_error(404, "BlobNotFound", "The specified blob does not exist.")
+        self.rt.store.delete_file(found)
+        return Response(
+            b"", 202, headers={"x-ms-delete-type-permanent": "true", "x-ms-version": API_VERSION}
+        )

@@ -1,4 +1,4 @@
-"""Azure Blob Storage's Put Blob and Get Blob, for batches that read their input from a blob.
+"""Azure Blob Storage's Put, Get and Delete Blob, for batches that read their input from a blob.
 
 Azure batches behind Bifrost may take `input_blob` + `output_folder` instead of an uploaded
 file; the pipeline puts each shard as a blob and reads the error blob itself (Bifrost's
@@ -68,8 +68,8 @@ class BlobStatusError(BlobStorageError):
 
 
 class AzureBlobClient:
-    """Put and get blobs by their `https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH` URL.
-    Both calls are idempotent and retried with backoff within `max_retry_seconds`."""
+    """Put, get and delete blobs by their `https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH`
+    URL. Every call is idempotent and retried with backoff within `max_retry_seconds`."""
 
     def __init__(
         self,
@@ -152,6 +152,21 @@ class AzureBlobClient:
             return size
 
         return self._retrying("GET", url, attempt)
+
+    def delete_blob(self, url: str) -> bool:
+        """Delete Blob, with its snapshots; False when there was no blob at `url` (deleted
+        before, or never written), so deleting again is harmless."""
+        target = self._target(url)
+
+        def attempt() -> bool:
+            headers = {"x-ms-delete-snapshots": "include"}
+            response = self._http.request("DELETE", target, headers=headers)
+            if response.status_code == 404:
+                return False
+            self._check(response, "DELETE", url)
+            return True
+
+        return self._retrying("DELETE", url, attempt)
 
     def _target(self, url: str) -> httpx.URL:
         """Where a blob URL is sent: itself, or its path under the endpoint override."""

@@ -436,7 +436,7 @@ def build_assets(
                     for warning in report.warnings:
                         context.log.warning(f"{name}: {warning}")
                     if settings.collect.delete_files_after and report.invariant.passed:
-                        for problem in delete_batch_files(client, store, name):
+                        for problem in delete_batch_files(client, store, name, blobs):
                             context.log.warning(f"cleanup: {problem}")
                 outcomes = (
                     build_outcomes(layout, attempt_of(name)[0])

@@ -145,8 +145,8 @@ class CollectSettings(_Section):
     )
     delete_files_after: bool = Field(
         default=False,
-        description="Delete the uploaded shards and provider output files after a collect "
-        "whose invariant check passed",
+        description="Delete the uploaded shards and provider output files (Azure blobs "
+        "included) after a collect whose invariant check passed",
     )
     max_retry_attempts: int = Field(
         default=3, description="Attempts per request, retry waves included"

@@ -50,6 +50,7 @@ class ShardRecord(BaseModel):
     bytes: int
     state: ShardState = "pending"
     input_file_id: str | None = None
+    input_blob: str | None = None  # Azure blob input: the blob the shard was put as
     intent_at: float | None = None
     batch_id: str | None = None
     created_at: float | None = None

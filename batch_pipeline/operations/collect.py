@@ -302,16 +302,24 @@ def output_warnings(batch: str, stats: CollectStats, lost: str | None) -> list[s
     return found
 
 
-def delete_batch_files(client: BifrostClient, store: ManifestStore, name: str) -> list[str]:
-    """Delete an input file's uploaded shards and provider output files (after a collect).
+def delete_batch_files(
+    client: BifrostClient,
+    store: ManifestStore,
+    name: str,
+    blobs: AzureBlobClient | None = None,
+) -> list[str]:
+    """Delete an input file's uploaded shards and provider output files (after a collect):
+    gateway files by id, and Azure blobs (the shard put as a blob, the output and error blobs)
+    by URL. A shard is marked done once all of its own deletes succeeded.
 
     Failures are reported, not raised: the results are safe in Parquet already.
     """
-    problems = []
+    problems: list[str] = []
     manifest = store.load(name)
     for record in manifest.shards.values() if manifest else []:
         if record.files_deleted:
             continue
+        before = len(problems)
         ids = [record.input_file_id, record.output_file_id, record.error_file_id]
         for file_id in filter(None, ids):
             try:
@@ -319,9 +327,25 @@ def delete_batch_files(client: BifrostClient, store: ManifestStore, name: str) -
             except GatewayError as exc:
                 if not isinstance(exc, NotFoundError):
                     problems.append(f"{file_id}: {exc}")
-        if not problems:
+        for url in filter(None, [record.input_blob, record.output_blob, record.error_blob]):
+            problems.extend(_delete_blob(blobs, url))
+        if len(problems) == before:
             store.record(name, record.shard_id, files_deleted=True)
     return problems
+
+
+def _delete_blob(blobs: AzureBlobClient | None, url: str) -> list[str]:
+    """Delete one blob; what went wrong, in one line, if it could not be deleted."""
+    if blobs is None:
+        return [
+            f"{url}: not deleted; deleting blobs needs providers.azure_input: blob and the SAS "
+            "token in the variable providers.azure_blob_sas_env names"
+        ]
+    try:
+        blobs.delete_blob(url)
+    except BlobStorageError as exc:
+        return [str(exc)]
+    return []
 
 
 def _terminal(manifest: Manifest | None, shard_id: str) -> bool:

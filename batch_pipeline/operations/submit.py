@@ -264,6 +264,7 @@ def _submit_shard(
                 f"{name}: another submit is creating shard {shard.shard_id}; nothing was sent"
             )
         current.state, current.intent_at = "creating", time.time()
+        current.input_blob = input_blob or current.input_blob  # what delete_files_after deletes
     hold.check()  # the submit lock is still ours: no other submit can be creating this shard
     try:
         created = _create(

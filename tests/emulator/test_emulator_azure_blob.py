@@ -1,5 +1,6 @@
 """Azure blob input on /v1: `input_blob` + `output_folder`, output written as blobs, /results
-read from the output blob; and the Azure Blob routes (Put Blob, Get Blob) over the same store."""
+read from the output blob; and the Azure Blob routes (Put, Get and Delete Blob) over the same
+store."""
 
 from __future__ import annotations
 
@@ -89,6 +90,19 @@ def test_put_blob_feeds_a_batch_and_get_blob_reads_its_error_blob(http: httpx.Cl
     assert [line["custom_id"] for line in _lines(got.content)] == ["b"]
     again = http.get(f"{BLOB_ROUTE}/in/x.jsonl", params=SAS)
     assert again.content == jsonl(lines)
+
+
+def test_delete_blob_removes_it_once(http: httpx.Client) -> None:
+    http.put(f"{BLOB_ROUTE}/in/d.jsonl", params=SAS, headers=BLOCK, content=b"{}\n")
+    unsigned = http.delete(f"{BLOB_ROUTE}/in/d.jsonl")
+    assert unsigned.status_code == 401
+    deleted = http.delete(f"{BLOB_ROUTE}/in/d.jsonl", params=SAS)
+    assert deleted.status_code == 202 and deleted.content == b""
+    assert http.get(f"{BLOB_ROUTE}/in/d.jsonl", params=SAS).status_code == 404
+    listed = http.get("/_emulator/objects", params={"prefix": f"{ACCOUNT}/in/"}).json()
+    assert f"{ACCOUNT}/in/d.jsonl" not in listed["objects"]
+    again = http.delete(f"{BLOB_ROUTE}/in/d.jsonl", params=SAS)
+    assert again.status_code == 404 and again.headers["x-ms-error-code"] == "BlobNotFound"
 
 
 def test_blob_routes_answer_azure_errors(http: httpx.Client) -> None:

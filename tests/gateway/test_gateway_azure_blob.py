@@ -1,5 +1,5 @@
-"""AzureBlobClient over real HTTP against the emulator's Azure Blob routes: put and get through
-the endpoint override, Azure's errors as one line, retries over injected faults, and the SAS
+"""AzureBlobClient over real HTTP against the emulator's Azure Blob routes: put, get and delete
+through the endpoint override, Azure's errors as one line, retries over injected faults, and the SAS
 token kept out of every message, repr and log line."""
 
 from __future__ import annotations
@@ -58,6 +58,22 @@ def test_put_then_get_round_trips_and_a_second_put_is_harmless(
     assert blobs.get_blob(url, dest) == source.stat().st_size
     assert dest.read_bytes() == source.read_bytes()
     assert list(dest.parent.iterdir()) == [dest]  # no temp file left behind
+
+
+def test_delete_removes_the_blob_and_deleting_again_is_harmless(
+    blobs: AzureBlobClient, emulator: EmbeddedEmulator, tmp_path: Path
+) -> None:
+    url = f"{FOLDER}/file/gone.jsonl"
+    blobs.put_blob(url, _shard(tmp_path, 10))
+    waits: list[float] = []
+    blobs.sleep = waits.append
+    fault = {"kind": "server_error", "status": 503, "routes": ["blob_delete"], "count": 1}
+    httpx.post(f"{emulator.base_url}/_emulator/faults", json=fault).raise_for_status()
+    assert blobs.delete_blob(url) is True
+    assert len(waits) == 1  # the 503 was retried
+    with pytest.raises(BlobStatusError, match="HTTP 404 BlobNotFound"):
+        blobs.get_blob(url, tmp_path / "x")
+    assert blobs.delete_blob(url) is False
 
 
 def test_a_missing_blob_is_one_line_naming_the_url(blobs: AzureBlobClient, tmp_path: Path) -> None:
@@ -152,7 +168,13 @@ def test_the_sas_token_reaches_no_message_repr_or_log(
             with pytest.raises(BlobStorageError) as caught:
                 client.get_blob(url, tmp_path / "never")
             seen += [str(caught.value), repr(caught.value)]
+        with pytest.raises(BlobTransportError) as deleting:
+            unreachable.delete_blob(f"{FOLDER}/seen.jsonl")
+        seen += [str(deleting.value), repr(deleting.value)]
     assert isinstance(caught.value, BlobTransportError)
+    assert blobs.delete_blob(f"{FOLDER}/seen.jsonl")
     seen.append(caplog.text)
-    assert "HTTP Request: PUT" in caplog.text  # httpx did log the calls, without the token
+    assert (
+        "HTTP Request: PUT" in caplog.text and "HTTP Request: DELETE" in caplog.text
+    )  # httpx did log the calls, without the token
     assert not [text for text in seen if any(secret in text for secret in SECRETS)]

@@ -1,7 +1,8 @@
 """A code location with one pipeline instance per provider setting the provider tests drive
 (`batch-pipeline run -m provider_defs --pipeline NAME`): what a team with Gemini, Bedrock,
 Vertex and Azure (blob input) models would put in its defs.yaml files. The blob endpoint is the
-test emulator's, read from BP_TESTS_AZURE_BLOB_ENDPOINT when the module is imported."""
+test emulator's, read from BP_TESTS_AZURE_BLOB_ENDPOINT when the module is imported;
+`azure_blob_tidy` is `azure_blob` with `collect.delete_files_after`."""
 
 import os
 
@@ -25,10 +26,19 @@ INSTANCES = {
         ),
     },
 }
+INSTANCES["azure_blob_tidy"] = INSTANCES["azure_blob"]
+TIDY = {"azure_blob_tidy"}
 
 defs = dg.Definitions.merge(
     *(
-        build_pipeline_defs({"name": name, "providers": options, "inputs": {"settle_seconds": 0}})
+        build_pipeline_defs(
+            {
+                "name": name,
+                "providers": options,
+                "inputs": {"settle_seconds": 0},
+                "collect": {"delete_files_after": name in TIDY},
+            }
+        )
         for name, options in INSTANCES.items()
     )
 )

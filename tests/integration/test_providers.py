@@ -81,19 +81,21 @@ def test_a_provider_end_to_end(
     assert counters(emulator.base_url)["batches_created"] == 1
 
 
+@pytest.mark.parametrize("pipeline", ["azure_blob", "azure_blob_tidy"])
 def test_azure_with_blob_input_end_to_end(
-    emulator, tmp_path: Path, monkeypatch, capsys, caplog
+    emulator, tmp_path: Path, monkeypatch, capsys, caplog, pipeline: str
 ) -> None:
     """Shards put as blobs through the Azure Blob routes, the batch made from `input_blob`, the
-    failed requests read from the error blob (Bifrost's /results leaves them out); the SAS
-    token reaches no output, log or file."""
+    failed requests read from the error blob (Bifrost's /results leaves them out), and with
+    `collect.delete_files_after` every blob deleted; the SAS token reaches no output, log or
+    file."""
     token = "sv=2024-08-04&ss=b&srt=co&sp=rwc&se=2030-01-01T00%3A00%3A00Z&sig=T0pS3cr3tS1g%2B%3D"
     monkeypatch.setenv("AZURE_STORAGE_SAS_TOKEN", token)
     monkeypatch.setenv("BP_TESTS_AZURE_BLOB_ENDPOINT", f"{emulator.base_url}/azure-blob/bptests")
     monkeypatch.delitem(sys.modules, "provider_defs", raising=False)  # read the endpoint anew
     caplog.set_level(logging.DEBUG)
     data, printed = run_pipeline(
-        emulator, tmp_path, monkeypatch, capsys, "azure_blob", "azure/gpt-4o-mini"
+        emulator, tmp_path, monkeypatch, capsys, pipeline, "azure/gpt-4o-mini"
     )
     check_outputs(data, "azure/gpt-4o-mini", FAILING)
     seen = counters(emulator.base_url)
@@ -102,9 +104,13 @@ def test_azure_with_blob_input_end_to_end(
     assert seen["requests_by_route"]["blob_get"] == 1
     folder = "https://bptests.blob.core.windows.net/batches/pipeline"
     listed = httpx.get(
-        f"{emulator.base_url}/_emulator/objects", params={"prefix": f"{folder}/questions/"}
+        f"{emulator.base_url}/_emulator/objects", params={"prefix": f"{folder}/"}
     ).json()["objects"]
-    assert len(listed) == 1 and listed[0].endswith(".jsonl")
+    shards = [url for url in listed if url.startswith(f"{folder}/questions/")]
+    if pipeline == "azure_blob_tidy":
+        assert listed == [] and seen["requests_by_route"]["blob_delete"] == 3
+    else:  # the shard, the output blob and the error blob
+        assert len(listed) == 3 and len(shards) == 1 and shards[0].endswith(".jsonl")
     secrets = [token, "T0pS3cr3tS1g"]
     assert not any(s in printed + caplog.text for s in secrets)
     for path in data.rglob("*"):

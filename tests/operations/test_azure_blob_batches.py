@@ -1,6 +1,6 @@
 """Azure blob input against the emulator: shards put as blobs under the folder, batches made
-from `input_blob`, missing settings and failed puts stopping before any batch is made, and the
-failed requests collected from the error blob."""
+from `input_blob`, missing settings and failed puts stopping before any batch is made, the
+failed requests collected from the error blob, and the blobs deleted by the cleanup."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from batch_pipeline.gateway.azure_blob import AzureBlobClient
 from batch_pipeline.inputs import InputOptions, InputPlan, prepare_input
 from batch_pipeline.ledger.layout import DataLayout
 from batch_pipeline.ledger.manifest import ManifestStore
-from batch_pipeline.operations.collect import CollectError, collect_partition
+from batch_pipeline.operations.collect import CollectError, collect_partition, delete_batch_files
 from batch_pipeline.operations.poll import refresh_statuses
 from batch_pipeline.operations.submit import SubmissionError, submit_plan
 from batch_pipeline.providers import ProviderOptions
@@ -26,6 +26,18 @@ from batch_pipeline.providers import ProviderOptions
 FOLDER = "https://acct.blob.core.windows.net/batches/pipeline"
 BLOB = ProviderOptions(azure_input="blob", azure_blob_folder=FOLDER)
 TOKEN = "sv=2024-08-04&sp=rwc&sig=c2lnbmF0dXJl"
+
+
+def _wait_until_ended(client: BifrostClient, store: ManifestStore, name: str) -> None:
+    deadline = time.monotonic() + 20
+    while not refresh_statuses(client, store, name).all_terminal:  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "the batch did not finish"
+        time.sleep(0.05)
+
+
+def _blobs_under(emulator: EmbeddedEmulator, prefix: str) -> list[str]:
+    listed = httpx.get(f"{emulator.base_url}/_emulator/objects", params={"prefix": prefix})
+    return sorted(listed.json()["objects"])
 
 
 def _plan(root: Path, name: str, fail: dict[int, int] | None = None) -> InputPlan:
@@ -112,9 +124,7 @@ def test_a_failed_put_makes_no_batch_and_a_rerun_puts_the_same_blob(
     assert record.state == "pending" and record.batch_id is None
     [outcome] = submit_plan(client, store, plan, options=BLOB, blobs=blobs)
     assert outcome.batch_id and counters(emulator.base_url)["batches_created"] == 1
-    listed = httpx.get(
-        f"{emulator.base_url}/_emulator/objects", params={"prefix": f"{FOLDER}/tickets/"}
-    ).json()["objects"]
+    listed = _blobs_under(emulator, f"{FOLDER}/tickets/")
     assert listed == [f"{FOLDER}/tickets/{plan.shards[0].shard_id}.jsonl"]
 
 
@@ -124,10 +134,7 @@ def test_collect_reads_the_error_blob_or_says_what_it_needs(
     plan = _plan(tmp_path, "tickets", fail={2: 500, 4: 404})
     store = ManifestStore(tmp_path / "batches")
     submit_plan(client, store, plan, options=BLOB, blobs=blobs)
-    deadline = time.monotonic() + 20
-    while not refresh_statuses(client, store, "tickets").all_terminal:  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, "the batch did not finish"
-        time.sleep(0.05)
+    _wait_until_ended(client, store, "tickets")
     layout = DataLayout.at(tmp_path)
     with pytest.raises(CollectError, match="wrote its failed requests to a blob; reading it"):
         collect_partition(client, layout, store, "tickets")
@@ -135,3 +142,33 @@ def test_collect_reads_the_error_blob_or_says_what_it_needs(
     assert report.invariant.passed
     assert (report.results_rows, report.errors_rows) == (3, 2)
     assert report.errors_by_stage == {"request": 2}  # not "missing": read from the error blob
+
+
+def test_cleanup_deletes_the_shard_output_and_error_blobs(
+    emulator: EmbeddedEmulator, client: BifrostClient, blobs: AzureBlobClient, tmp_path: Path
+) -> None:
+    plan = _plan(tmp_path, "tickets", fail={2: 500})
+    store = ManifestStore(tmp_path / "batches")
+    submit_plan(client, store, plan, options=BLOB, blobs=blobs)
+    _wait_until_ended(client, store, "tickets")
+    collect_partition(client, DataLayout.at(tmp_path), store, "tickets", blobs=blobs)
+    shard_id = plan.shards[0].shard_id
+    record = store.load("tickets").shards[shard_id]  # type: ignore[union-attr]
+    urls = [record.input_blob, record.output_blob, record.error_blob]
+    assert urls[0] == f"{FOLDER}/tickets/{shard_id}.jsonl" and all(urls)
+    assert _blobs_under(emulator, f"{FOLDER}/") == sorted(urls)  # type: ignore[arg-type]
+
+    problems = delete_batch_files(client, store, "tickets")  # no blob client: said, not lost
+    needs = (
+        "not deleted; deleting blobs needs providers.azure_input: blob and the SAS token in the "
+        "variable providers.azure_blob_sas_env names"
+    )
+    assert problems == [f"{url}: {needs}" for url in urls]
+    assert not store.load("tickets").shards[shard_id].files_deleted  # type: ignore[union-attr]
+    assert len(_blobs_under(emulator, f"{FOLDER}/")) == 3
+
+    assert delete_batch_files(client, store, "tickets", blobs) == []
+    assert _blobs_under(emulator, f"{FOLDER}/") == []
+    assert store.load("tickets").shards[shard_id].files_deleted  # type: ignore[union-attr]
+    assert delete_batch_files(client, store, "tickets", blobs) == []  # done: nothing sent again
+    assert counters(emulator.base_url)["requests_by_route"]["blob_delete"] == 3
