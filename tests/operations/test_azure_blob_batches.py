@@ -172,3 +172,24 @@ def test_cleanup_deletes_the_shard_output_and_error_blobs(
     assert store.load("tickets").shards[shard_id].files_deleted  # type: ignore[union-attr]
     assert delete_batch_files(client, store, "tickets", blobs) == []  # done: nothing sent again
     assert counters(emulator.base_url)["requests_by_route"]["blob_delete"] == 3
+
+
+def test_a_blob_that_cannot_be_deleted_holds_back_its_own_batch_only(
+    emulator: EmbeddedEmulator, client: BifrostClient, blobs: AzureBlobClient, tmp_path: Path
+) -> None:
+    lines = chat_lines(3, model="azure/gpt-4o-mini") + chat_lines(3, model="azure/gpt-4o")
+    for number, line in enumerate(lines, 1):
+        line["custom_id"] = f"req-{number}"
+    path = write_input(tmp_path, "two", lines)
+    plan = prepare_input(path, DataLayout.at(tmp_path).staging("two"), InputOptions())
+    store = ManifestStore(tmp_path / "batches")
+    submit_plan(client, store, plan, options=BLOB, blobs=blobs)
+    _wait_until_ended(client, store, "two")
+    collect_partition(client, DataLayout.at(tmp_path), store, "two", blobs=blobs)
+    arm(emulator.base_url, kind="server_error", status=503, routes=["blob_delete"], count=1)
+    [problem] = delete_batch_files(client, store, "two", blobs)
+    assert "HTTP 503 ServerBusy" in problem and "\n" not in problem
+    first, second = store.load("two").shards.values()  # type: ignore[union-attr]
+    assert (first.files_deleted, second.files_deleted) == (False, True)
+    assert delete_batch_files(client, store, "two", blobs) == []  # the rest of the first, now
+    assert _blobs_under(emulator, f"{FOLDER}/") == []
