@@ -3,15 +3,15 @@
 `batch_input` registers a partition's inbox file once: it is copied (and hashed on the way) to
 `<root>/inputs/<sha256>/<file name>`, and `<root>/inputs/registry/<key>.json` records the file name
 it came under, its size and hash, its version and the key it succeeds (lineage). The first key
-to register a content is named in `<root>/inputs/by_sha256/<sha256>.json`, so the same content
-under another name is recognised before anything is uploaded. Validation, retry waves and audits
+to register a content claims `<root>/inputs/by_sha256/<sha256>.json` (created only if absent, so
+of two keys racing with the same content one is refused), and the same content under another
+name is recognised before anything is uploaded. Validation, retry waves and audits
 read the copy: whatever later happens to the inbox file changes nothing already registered.
 The record is written last, so a copy interrupted half-way is never read.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
@@ -32,8 +32,8 @@ from batch_pipeline.ledger.layout import (
 )
 from batch_pipeline.ledger.storage import (
     DataPath,
-    LockLost,
     atomic_write,
+    create_once,
     is_local,
     list_names,
     publish,
@@ -146,13 +146,35 @@ class InputRegistry:
             )
         earlier = self.first_with(fingerprint.sha256)
         if earlier is not None and earlier.key != key and not allow_duplicate:
-            raise InputRefused(
-                f"{file_name}: same content as {earlier.file} (input {earlier.key!r}, registered "
-                f"{_when(earlier.registered_at)}); its results are in "
-                f"{self.relative(self.layout.results_file(earlier.key).parent)}; to pay for it "
-                "again, resubmit (inputs.on_duplicate: resubmit, or run --resubmit)"
-            )
+            raise self._same_content(file_name, earlier.key)
         return None
+
+    def _same_content(self, file_name: str, earlier_key: str) -> InputRefused:
+        """The refusal of content that `earlier_key` registered first (or is registering)."""
+        earlier = self.record(earlier_key)
+        if earlier is None:
+            return InputRefused(
+                f"{file_name}: same content as input {earlier_key!r}, which is being registered; "
+                "to pay for it again, resubmit (inputs.on_duplicate: resubmit, or run --resubmit)"
+            )
+        return InputRefused(
+            f"{file_name}: same content as {earlier.file} (input {earlier.key!r}, registered "
+            f"{_when(earlier.registered_at)}); its results are in "
+            f"{self.relative(self.layout.results_file(earlier.key).parent)}; to pay for it "
+            "again, resubmit (inputs.on_duplicate: resubmit, or run --resubmit)"
+        )
+
+    def _claim(self, key: str, file_name: str, sha256: str, *, allow_duplicate: bool) -> None:
+        """Name `key` the first holder of this content, atomically, before it is recorded: of
+        two names registering the same content at once, one holds it and the other is refused
+        (unless resubmitting), so a race cannot pay for the same content twice."""
+        index = self.index_path(sha256)
+        if create_once(index, key.encode()):
+            return
+        holder, _ = read_versioned(index)
+        if allow_duplicate or holder is None or holder.decode() == key:
+            return
+        raise self._same_content(file_name, holder.decode())
 
     def register(
         self,
@@ -185,16 +207,12 @@ class InputRegistry:
                     version=version,
                     previous=previous,
                 )
+                self._claim(key, source.name, record.sha256, allow_duplicate=allow_duplicate)
                 target = self.copy_path(record)
                 if copy.is_dir() or not target.exists():  # a folder may be half-copied
                     _publish_copy(copy, target)
             finally:
                 _remove(copy)
-        first, tag = read_versioned(self.index_path(record.sha256))
-        if first is None:
-            # another key registering the same content at the same moment is first: LockLost
-            with contextlib.suppress(LockLost):
-                write_versioned(self.index_path(record.sha256), key.encode(), tag)
         _, tag = read_versioned(self.record_path(key))
         write_versioned(self.record_path(key), record.model_dump_json(indent=1).encode(), tag)
         return record

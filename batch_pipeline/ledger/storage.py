@@ -306,6 +306,33 @@ def read_versioned(path: DataPath) -> tuple[bytes | None, str | None]:
         return None, "*"
 
 
+def create_once(path: DataPath, data: bytes) -> bool:
+    """Write a small file only if there is none, all or nothing; False when one is there. Of
+    writers racing for the same path exactly one gets True: on local disk the file is linked
+    into place (a link never replaces), on S3 it is a conditional PUT (If-None-Match)."""
+    if not is_local(path):
+        try:
+            write_versioned(path, data, "*")
+        except LockLost:
+            return False
+        return True
+    with scratch_for(path) as scratch:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=scratch)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            fsync_dir(path.parent)
+            return True
+        finally:
+            os.unlink(tmp)
+
+
 def write_versioned(path: DataPath, data: bytes, version: str | None) -> None:
     """Replace a small file read by `read_versioned`, all or nothing. On S3 only if nobody
     wrote it since (a conditional PUT): a writer whose lease was lost cannot overwrite."""

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,6 +90,62 @@ def test_known_content_under_a_new_name_points_to_the_earlier_results(
     resubmitted = registry.register("tix_copy", copy, allow_duplicate=True)
     assert resubmitted.sha256 == registry.record("tix").sha256  # type: ignore[union-attr]
     assert registry.first_with(resubmitted.sha256).key == "tix"  # type: ignore[union-attr]
+
+
+def test_of_two_names_registering_the_same_content_at_once_one_is_refused(
+    layout: DataLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both names pass the look-up before either is recorded (a barrier holds them there):
+    the content index decides, so the content is registered, and paid for, once."""
+    registry = InputRegistry(layout)
+    paths = {key: _drop(layout, f"{key}.jsonl", LINES) for key in ("left", "right")}
+    both_checked = threading.Barrier(2, timeout=10)
+    check_new = InputRegistry.check_new
+
+    def in_step(self: InputRegistry, *args: Any, **kwargs: Any) -> Any:
+        answer = check_new(self, *args, **kwargs)
+        both_checked.wait()
+        return answer
+
+    monkeypatch.setattr(InputRegistry, "check_new", in_step)
+    with ThreadPoolExecutor(2) as pool:
+        futures = {key: pool.submit(registry.register, key, path) for key, path in paths.items()}
+    refused = {key: f.exception() for key, f in futures.items() if f.exception() is not None}
+    assert len(refused) == 1, refused
+    [(loser, error)] = refused.items()
+    [winner] = set(paths) - {loser}
+    assert isinstance(error, InputRefused) and "\n" not in str(error)
+    message = str(error)  # names the winner, registered by now or still being registered
+    assert message.startswith(f"{loser}.jsonl: same content as ") and repr(winner) in message
+    assert registry.record(loser) is None
+    sha = hashlib.sha256(LINES).hexdigest()
+    assert registry.first_with(sha).key == winner  # type: ignore[union-attr]
+    copies = sorted(p.name for p in (layout.root / "inputs" / sha).iterdir())
+    assert copies == [f"{winner}.jsonl"]  # the refused name left no copy behind
+
+
+def test_a_registration_cut_after_its_claim_is_taken_up_by_its_own_name_only(
+    layout: DataLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = InputRegistry(layout)
+    path = _drop(layout, "tix.jsonl", LINES)
+
+    def cut(*args: Any) -> None:
+        raise OSError("the run was killed")
+
+    monkeypatch.setattr("batch_pipeline.ledger.registry._publish_copy", cut)
+    with pytest.raises(OSError, match="killed"):
+        registry.register("tix", path)
+    monkeypatch.undo()
+    assert registry.record("tix") is None  # claimed, not recorded
+    with pytest.raises(InputRefused) as info:
+        registry.register("tix_copy", _drop(layout, "tix_copy.jsonl", LINES))
+    assert str(info.value).startswith(
+        "tix_copy.jsonl: same content as input 'tix', which is being registered; to pay for it "
+        "again, resubmit"
+    )
+    assert registry.register("tix", path).key == "tix"  # its own run again: taken up
+    assert registry.register("tix_copy", layout.inbox / "tix_copy.jsonl", allow_duplicate=True)
 
 
 def test_a_name_mapped_onto_a_registered_key_is_refused(layout: DataLayout) -> None:

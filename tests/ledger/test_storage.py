@@ -14,6 +14,7 @@ from batch_pipeline.ledger.storage import (
     LockBusy,
     StorageError,
     atomic_write,
+    create_once,
     data_root,
     is_local,
     list_names,
@@ -63,6 +64,26 @@ def test_atomic_write_is_all_or_nothing(root) -> None:
         raise RuntimeError("boom")
     assert target.read_bytes() == b"old"
     assert [name for name, _ in list_names(root / "batches")] == ["a.json"]
+
+
+def test_create_once_lets_exactly_one_of_racing_writers_in(root) -> None:
+    target = root / "inputs" / "by_sha256" / "ab.json"
+    ready = threading.Barrier(8, timeout=10)
+    won: list[bytes] = []
+
+    def write(n: int) -> None:
+        ready.wait()
+        if create_once(target, b"writer-%d" % n):
+            won.append(b"writer-%d" % n)
+
+    writers = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert len(won) == 1 and target.read_bytes() == won[0]
+    assert create_once(target, b"late") is False and target.read_bytes() == won[0]
+    assert [p.name for p in target.parent.iterdir()] == ["ab.json"]  # no temp file left
 
 
 def test_list_names_pages_after_a_cursor(root) -> None:
