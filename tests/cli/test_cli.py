@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 from pipeline_support import chat_lines, write_input
 
-from batch_pipeline.cli import ARROW_MEMORY_POOL, COMMANDS, main, use_arrow_memory_pool
+from batch_pipeline.cli import (
+    ARROW_MEMORY_POOL,
+    COMMANDS,
+    GC_YOUNG_THRESHOLD,
+    main,
+    use_arrow_memory_pool,
+)
 from batch_pipeline.gateway import BifrostClient
 from batch_pipeline.inputs import InputOptions, prepare_input
 from batch_pipeline.ledger.layout import DataLayout
@@ -145,12 +151,13 @@ def test_the_command_chooses_arrows_allocator_unless_one_is_chosen(environ, pool
     assert environ == {"ARROW_DEFAULT_MEMORY_POOL": pool}
 
 
-def test_the_console_script_runs_commands_on_the_chosen_allocator() -> None:
+def test_the_console_script_runs_commands_on_the_chosen_allocator_and_gc_threshold() -> None:
     script = (
+        "import gc\n"
         "import batch_pipeline.cli as cli\n"
         "def report():\n"
         "    import pyarrow\n"
-        "    print(pyarrow.default_memory_pool().backend_name)\n"
+        "    print(pyarrow.default_memory_pool().backend_name, gc.get_threshold())\n"
         "    return 0\n"
         "cli.main = report\n"
         "cli.console()\n"
@@ -159,4 +166,4 @@ def test_the_console_script_runs_commands_on_the_chosen_allocator() -> None:
     done = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )
-    assert done.stdout.strip() == ARROW_MEMORY_POOL
+    assert done.stdout.strip() == f"{ARROW_MEMORY_POOL} ({GC_YOUNG_THRESHOLD}, 10, 10)"
