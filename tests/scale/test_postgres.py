@@ -171,6 +171,19 @@ def test_a_fresh_instance_never_runs_more_gateway_steps_than_the_pool_limit(
         for line in lines:
             line["body"]["messages"][0]["content"] += f" ({name})"
         write_input(staged, name, lines)
+
+    def gateway_marks() -> list[tuple[str, int, int]]:
+        events = postgres_server.query(
+            postgres_db,
+            "select step_key, dagster_event_type, timestamp from event_logs "
+            "where dagster_event_type in ('STEP_START', 'STEP_SUCCESS', 'STEP_FAILURE')",
+        )
+        return sorted(
+            (str(at), 0 if kind == "STEP_START" else -1, 1 if kind == "STEP_START" else -1)
+            for step, kind, at in events
+            if step in gateway_steps
+        )
+
     project = user_project(tmp_path / "project", emulator.base_url, data)
     with dagster_dev(env, tmp_path / "dagster-dev.log", project) as dev:
         dev.wait(dev.location_loaded, 120, "the code location to load")
@@ -179,16 +192,10 @@ def test_a_fresh_instance_never_runs_more_gateway_steps_than_the_pool_limit(
         outputs = [data / "results" / f"input_file={n}" / "part-0.parquet" for n in names]
         dev.wait(lambda: all(p.exists() for p in outputs), 900, "every file's Parquet")
 
-    events = postgres_server.query(
-        postgres_db,
-        "select step_key, dagster_event_type, timestamp from event_logs "
-        "where dagster_event_type in ('STEP_START', 'STEP_SUCCESS', 'STEP_FAILURE')",
-    )
-    marks = sorted(
-        (str(at), 0 if kind == "STEP_START" else -1, 1 if kind == "STEP_START" else -1)
-        for step, kind, at in events
-        if step in gateway_steps
-    )
+        # a collect publishes its Parquet before its step ends: wait for every step's end
+        dev.wait(lambda: len(gateway_marks()) >= 2 * 2 * BURST, 120, "every gateway step's end")
+
+    marks = gateway_marks()
     running, most = 0, 0
     for _, _, change in marks:  # at equal times a step's end counts before another's start
         running += change
