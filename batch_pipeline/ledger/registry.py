@@ -107,7 +107,7 @@ class InputRegistry:
     def first_with(self, sha256: str) -> InputRecord | None:
         """The record of the first key that registered this content, if any."""
         data, _ = read_versioned(self.index_path(sha256))
-        return None if data is None else self.record(data.decode())
+        return self.record(data.decode()) if data else None  # empty: its claim is being written
 
     def latest(self, key: str, known: set[str]) -> str:
         """The newest registered version among `known` of a file's base key."""
@@ -149,13 +149,15 @@ class InputRegistry:
             raise self._same_content(file_name, earlier.key)
         return None
 
-    def _same_content(self, file_name: str, earlier_key: str) -> InputRefused:
-        """The refusal of content that `earlier_key` registered first (or is registering)."""
-        earlier = self.record(earlier_key)
+    def _same_content(self, file_name: str, earlier_key: str | None) -> InputRefused:
+        """The refusal of content that `earlier_key` registered first, or is registering (None:
+        another input whose claim is still being written)."""
+        earlier = None if earlier_key is None else self.record(earlier_key)
         if earlier is None:
+            other = "another input" if earlier_key is None else f"input {earlier_key!r}"
             return InputRefused(
-                f"{file_name}: same content as input {earlier_key!r}, which is being registered; "
-                "to pay for it again, resubmit (inputs.on_duplicate: resubmit, or run --resubmit)"
+                f"{file_name}: same content as {other}, which is being registered; to pay for "
+                "it again, resubmit (inputs.on_duplicate: resubmit, or run --resubmit)"
             )
         return InputRefused(
             f"{file_name}: same content as {earlier.file} (input {earlier.key!r}, registered "
@@ -174,7 +176,7 @@ class InputRegistry:
         holder, _ = read_versioned(index)
         if allow_duplicate or holder is None or holder.decode() == key:
             return
-        raise self._same_content(file_name, holder.decode())
+        raise self._same_content(file_name, holder.decode() or None)
 
     def register(
         self,

@@ -307,9 +307,11 @@ def read_versioned(path: DataPath) -> tuple[bytes | None, str | None]:
 
 
 def create_once(path: DataPath, data: bytes) -> bool:
-    """Write a small file only if there is none, all or nothing; False when one is there. Of
-    writers racing for the same path exactly one gets True: on local disk the file is linked
-    into place (a link never replaces), on S3 it is a conditional PUT (If-None-Match)."""
+    """Write a small file only if there is none; False when one is there. Of writers racing for
+    the same path exactly one gets True: on local disk the finished file is linked into place (a
+    link never replaces), on S3 it is a conditional PUT (If-None-Match). A file system without
+    hard links gets an exclusive create instead, where a reader may see the file empty for a
+    moment."""
     if not is_local(path):
         try:
             write_versioned(path, data, "*")
@@ -327,10 +329,26 @@ def create_once(path: DataPath, data: bytes) -> bool:
                 os.link(tmp, path)
             except FileExistsError:
                 return False
+            except OSError:  # no hard links here (some network and FUSE file systems)
+                return _create_exclusive(path, data)
             fsync_dir(path.parent)
             return True
         finally:
             os.unlink(tmp)
+
+
+def _create_exclusive(path: Path, data: bytes) -> bool:
+    """create_once without a link: O_EXCL decides, then the bytes are written."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    fsync_dir(path.parent)
+    return True
 
 
 def write_versioned(path: DataPath, data: bytes, version: str | None) -> None:

@@ -148,6 +148,21 @@ def test_a_registration_cut_after_its_claim_is_taken_up_by_its_own_name_only(
     assert registry.register("tix_copy", layout.inbox / "tix_copy.jsonl", allow_duplicate=True)
 
 
+def test_a_claim_still_being_written_refuses_another_name(layout: DataLayout) -> None:
+    """Where the file system has no hard links, a claim is created empty, then written."""
+    registry = InputRegistry(layout)
+    index = registry.index_path(hashlib.sha256(LINES).hexdigest())
+    index.parent.mkdir(parents=True, exist_ok=True)
+    index.write_bytes(b"")
+    with pytest.raises(InputRefused) as info:
+        registry.register("tix", _drop(layout, "tix.jsonl", LINES))
+    assert str(info.value).startswith(
+        "tix.jsonl: same content as another input, which is being registered; to pay for it "
+        "again, resubmit"
+    )
+    assert registry.record("tix") is None and registry.first_with(index.stem) is None
+
+
 def test_a_name_mapped_onto_a_registered_key_is_refused(layout: DataLayout) -> None:
     registry = InputRegistry(layout)
     registry.register("q3_tickets", _drop(layout, "Q3 tickets.jsonl", LINES))

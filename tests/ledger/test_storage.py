@@ -66,9 +66,9 @@ def test_atomic_write_is_all_or_nothing(root) -> None:
     assert [name for name, _ in list_names(root / "batches")] == ["a.json"]
 
 
-def test_create_once_lets_exactly_one_of_racing_writers_in(root) -> None:
-    target = root / "inputs" / "by_sha256" / "ab.json"
-    ready = threading.Barrier(8, timeout=10)
+def _race_create_once(target, writers: int = 8) -> list[bytes]:
+    """What each of `writers` threads, started together, got in with."""
+    ready = threading.Barrier(writers, timeout=10)
     won: list[bytes] = []
 
     def write(n: int) -> None:
@@ -76,14 +76,33 @@ def test_create_once_lets_exactly_one_of_racing_writers_in(root) -> None:
         if create_once(target, b"writer-%d" % n):
             won.append(b"writer-%d" % n)
 
-    writers = [threading.Thread(target=write, args=(n,)) for n in range(8)]
-    for writer in writers:
-        writer.start()
-    for writer in writers:
-        writer.join()
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return won
+
+
+def test_create_once_lets_exactly_one_of_racing_writers_in(root) -> None:
+    target = root / "inputs" / "by_sha256" / "ab.json"
+    won = _race_create_once(target)
     assert len(won) == 1 and target.read_bytes() == won[0]
     assert create_once(target, b"late") is False and target.read_bytes() == won[0]
     assert [p.name for p in target.parent.iterdir()] == ["ab.json"]  # no temp file left
+
+
+def test_create_once_without_hard_links_still_lets_one_writer_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(*args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(storage.os, "link", no_links)
+    target = data_root(tmp_path / "data") / "inputs" / "by_sha256" / "ab.json"
+    won = _race_create_once(target)
+    assert len(won) == 1 and target.read_bytes() == won[0]
+    assert [p.name for p in target.parent.iterdir()] == ["ab.json"]
 
 
 def test_list_names_pages_after_a_cursor(root) -> None:
