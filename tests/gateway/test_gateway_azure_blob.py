@@ -1,6 +1,6 @@
 """AzureBlobClient over real HTTP against the emulator's Azure Blob routes: put, get and delete
-through the endpoint override, Azure's errors as one line, retries over injected faults, and the SAS
-token kept out of every message, repr and log line."""
+through the endpoint override, Azure's errors as one line, retries over injected faults, and
+the SAS token kept out of every message, repr and log line."""
 
 from __future__ import annotations
 
@@ -174,7 +174,6 @@ def test_the_sas_token_reaches_no_message_repr_or_log(
     assert isinstance(caught.value, BlobTransportError)
     assert blobs.delete_blob(f"{FOLDER}/seen.jsonl")
     seen.append(caplog.text)
-    assert (
-        "HTTP Request: PUT" in caplog.text and "HTTP Request: DELETE" in caplog.text
-    )  # httpx did log the calls, without the token
+    assert "HTTP Request: PUT" in caplog.text  # httpx did log the calls, without the token
+    assert "HTTP Request: DELETE" in caplog.text
     assert not [text for text in seen if any(secret in text for secret in SECRETS)]

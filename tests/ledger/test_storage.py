@@ -67,7 +67,7 @@ def test_atomic_write_is_all_or_nothing(root) -> None:
 
 
 def _race_create_once(target, writers: int = 8) -> list[bytes]:
-    """What each of `writers` threads, started together, got in with."""
+    """The data of those of `writers` threads, started together, whose create_once got in."""
     ready = threading.Barrier(writers, timeout=10)
     won: list[bytes] = []
 
