@@ -373,10 +373,14 @@ class _UploadsAhead:
 
 
 def _upload_and_record(client: BifrostClient, store: ManifestStore, name: str, shard: Shard) -> str:
-    """Upload a shard and record its file id before anything may create its batch."""
-    input_file_id = _upload(client, shard)
-    store.record(name, shard.shard_id, input_file_id=input_file_id)
-    return input_file_id
+    """Upload a shard and record its file id before anything may create its batch; when the
+    manifest names a file for the shard already (another submit, which took the lock over,
+    recorded its own upload meanwhile), that file stays and is the one the batch is made from."""
+    uploaded = _upload(client, shard)
+    with store.update(name) as manifest:
+        record = manifest.shards[shard.shard_id]
+        record.input_file_id = record.input_file_id or uploaded
+        return record.input_file_id
 
 
 def _upload(client: BifrostClient, shard: Shard) -> str:

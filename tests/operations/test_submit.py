@@ -355,3 +355,30 @@ def test_each_upload_is_recorded_as_it_ends_before_the_creates(
     finally:
         submitting.join(timeout=60)
     assert creates_per_shard(emulator.base_url) == {s.shard_id: 1 for s in plan.shards}
+
+
+def test_an_upload_ending_after_another_submit_recorded_the_shard_keeps_that_file(
+    emulator, client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another submit (one that took the lock over) recorded its own file for a shard while
+    ours was still uploading it: ours overwrites nothing and the batch is made from the
+    recorded file, so the manifest always names the batch's input."""
+    plan = _six_shards(tmp_path, "taken")
+    store = ManifestStore(tmp_path / "batches")
+    contested = plan.shards[2]
+    theirs: list[str] = []
+    upload = BifrostClient.upload_file
+
+    def theirs_recorded_first(self: BifrostClient, path, *args, **kwargs):
+        ours = upload(self, path, *args, **kwargs)
+        if contested.shard_id in str(path):
+            theirs.append(upload(self, path, *args, **kwargs).id)
+            store.record("taken", contested.shard_id, input_file_id=theirs[0])
+        return ours
+
+    monkeypatch.setattr(BifrostClient, "upload_file", theirs_recorded_first)
+    outcomes = submit_plan(client, store, plan)
+    record = store.load("taken").shards[contested.shard_id]  # type: ignore[union-attr]
+    assert record.input_file_id == theirs[0]
+    [made] = [o.batch_id for o in outcomes if o.shard_id == contested.shard_id]
+    assert client.retrieve_batch(made, provider="openai").input_file_id == theirs[0]
